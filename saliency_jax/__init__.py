@@ -1,0 +1,1 @@
+"""saliency-jax: black-box saliency for image classifiers, compiled with JAX."""
