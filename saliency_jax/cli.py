@@ -1,0 +1,180 @@
+"""The ``saliency-jax`` console script.
+
+``saliency-jax evaluate``       methods x metrics table on a dataset (embedded default: the
+                                synthetic benchmark with the packaged small ResNet)
+``saliency-jax explain``        maps for image files or dataset items, as .npy and PNG overlays
+``saliency-jax train-classifier``  retrain a default classifier on the synthetic benchmark
+``saliency-jax convert-weights``   torch/safetensors state dict -> orbax variables
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+
+def _evaluate(args) -> int:
+    from saliency_jax import data, embedded
+    from saliency_jax.evaluate import EvaluateConfig, run_evaluate
+
+    config = EvaluateConfig(
+        dataset=args.dataset, split=args.split, model=args.model, checkpoint=args.checkpoint,
+        methods=tuple(args.methods), num_images=args.num_images, num_masks=args.num_masks,
+        image_size=args.image_size, seed=args.seed, target=args.target, data_dir=args.data_dir,
+    )
+    out = pathlib.Path(args.out or f"runs/evaluate-{config.dataset.replace('/', '_')}-{config.model}")
+    model_fn, _ = embedded.load_classifier(config.model, config.checkpoint)
+    dataset = data.load(config.dataset, split=config.split, data_dir=config.data_dir,
+                        image_size=config.image_size)
+    summary = run_evaluate(config, out, model_fn=model_fn, dataset=dataset,
+                           progress=not args.no_progress)
+    from saliency_jax.evaluate import markdown_table
+    print(markdown_table(summary))
+    print(f"\nresults: {out}/results.json, {out}/table.md, {out}/examples.png, {out}/curves.png")
+    return 0
+
+
+def _explain(args) -> int:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from saliency_jax import data, embedded, methods, plots
+    from saliency_jax.evaluate import method_key
+
+    if not args.images and args.dataset is None:
+        raise ValueError("give image files, or --dataset with --indices")
+    model = args.model or ("efficientnet_lite0" if args.images else "resnet_small")
+    model_fn, _ = embedded.load_classifier(model, args.checkpoint)
+    size = args.image_size or (224 if args.images else 112)
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.images:
+        items = [(pathlib.Path(p).stem, data.load_image_file(p, image_size=size), None)
+                 for p in args.images]
+    else:
+        ds = data.load(args.dataset, split=args.split, data_dir=args.data_dir, image_size=size)
+        items = [(f"{args.dataset.replace('/', '_')}-{i}",
+                  np.asarray(ds[i]["image"], np.float32) / 255.0, ds[i]) for i in args.indices]
+    (method,) = methods.build_methods([args.method], image_hw=(size, size),
+                                      num_masks=args.num_masks)
+    for index, (stem, image, example) in enumerate(items):
+        image = jnp.asarray(image)
+        probs = model_fn(image[None])[0]
+        target = (jnp.asarray(args.target) if args.target is not None
+                  else jnp.argmax(probs))
+        saliency = jax.block_until_ready(
+            method.explain(method_key(args.seed, index, method.name), model_fn, image, target)
+        )
+        np.save(out / f"{stem}_{method.name}.npy", np.asarray(saliency))
+        mask = None if example is None else example.get("mask")
+        title = f"{method.name}: class {int(target)} (p={float(probs[target]):.2f})"
+        plots.overlay(out / f"{stem}_{method.name}.png",
+                      np.asarray(image * 255).astype(np.uint8), saliency, title=title, mask=mask)
+        print(f"{stem}: class {int(target)} p={float(probs[target]):.3f} -> "
+              f"{out / (stem + '_' + method.name)}.png")
+    return 0
+
+
+def _train_classifier(args) -> int:
+    from saliency_jax.train_classifier import ClassifierTrainConfig, train_classifier
+
+    config = ClassifierTrainConfig(model=args.model, num_steps=args.steps,
+                                   steps_per_checkpoint=args.steps_per_checkpoint,
+                                   num_train=args.num_train, data_seed=args.seed)
+    _, metrics = train_classifier(config, args.out, progress=not args.no_progress)
+    print(json.dumps({k: metrics[k] for k in ("test_accuracy", "train_seconds_this_run")}))
+    return 0
+
+
+def _convert_weights(args) -> int:
+    import models
+    from saliency_jax import embedded
+
+    src = args.src
+    if src is None:
+        spec = models.get(args.model)
+        finder = getattr(spec, "packaged_checkpoint", None)
+        if finder is None:
+            raise ValueError(f"give the state-dict file to convert for {args.model}")
+        src = finder()
+    dst = pathlib.Path(args.dst) if args.dst else embedded.converted_weights_dir(args.model)
+    models.convert_file(src, dst, name=args.model)
+    print(f"converted {src} -> {dst}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from saliency_jax.methods import available_methods
+
+    parser = argparse.ArgumentParser(prog="saliency-jax", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ev = sub.add_parser("evaluate", help="methods x metrics table on a dataset")
+    ev.add_argument("methods", nargs="*", default=["rise", "random"],
+                    help=f"methods to run (default: rise random); available: {available_methods()}")
+    ev.add_argument("--dataset", default="saliency_shapes")
+    ev.add_argument("--split", default="test")
+    ev.add_argument("--model", default="resnet_small")
+    ev.add_argument("--checkpoint", default=None)
+    ev.add_argument("--num-images", type=int, default=16)
+    ev.add_argument("--num-masks", type=int, default=None, help="RISE masks (default 4000)")
+    ev.add_argument("--image-size", type=int, default=112)
+    ev.add_argument("--target", choices=("label", "top1"), default="label")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--data-dir", default=None)
+    ev.add_argument("--out", default=None)
+    ev.add_argument("--no-progress", action="store_true")
+    ev.set_defaults(func=_evaluate)
+
+    ex = sub.add_parser("explain", help="saliency maps for image files or dataset items")
+    ex.add_argument("images", nargs="*")
+    ex.add_argument("--method", default="rise")
+    ex.add_argument("--model", default=None,
+                    help="default: efficientnet_lite0 for image files, resnet_small for --dataset")
+    ex.add_argument("--checkpoint", default=None)
+    ex.add_argument("--dataset", default=None)
+    ex.add_argument("--split", default="test")
+    ex.add_argument("--indices", type=int, nargs="+", default=[0])
+    ex.add_argument("--data-dir", default=None)
+    ex.add_argument("--image-size", type=int, default=None)
+    ex.add_argument("--num-masks", type=int, default=None)
+    ex.add_argument("--target", type=int, default=None, help="class to explain (default top-1)")
+    ex.add_argument("--seed", type=int, default=0)
+    ex.add_argument("--out", default="runs/explain")
+    ex.set_defaults(func=_explain)
+
+    tc = sub.add_parser("train-classifier", help="train a default classifier on the synthetic set")
+    tc.add_argument("--model", default="resnet_small")
+    tc.add_argument("--steps", type=int, default=3000)
+    tc.add_argument("--steps-per-checkpoint", type=int, default=250)
+    tc.add_argument("--num-train", type=int, default=8000)
+    tc.add_argument("--seed", type=int, default=0)
+    tc.add_argument("--out", required=True)
+    tc.add_argument("--no-progress", action="store_true")
+    tc.set_defaults(func=_train_classifier)
+
+    cw = sub.add_parser("convert-weights", help="torch state dict -> orbax variables")
+    cw.add_argument("src", nargs="?", default=None, help=".pth/.pt/.safetensors (default: the "
+                    "packaged file, for models that ship one)")
+    cw.add_argument("dst", nargs="?", default=None)
+    cw.add_argument("--model", required=True)
+    cw.set_defaults(func=_convert_weights)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"saliency-jax {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

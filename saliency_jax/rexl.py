@@ -1,0 +1,250 @@
+"""RExL: saliency from the trajectory of a trained patch-visiting agent (Agarwal et al., 2021).
+
+The agent (trained with :mod:`saliency_jax.rl`) plays one episode of the RExL environment
+(:mod:`saliency_jax.rl.env`) on the image: ``k²`` steps, each removing (deletion) or revealing
+(insertion) one of ``k x k`` patches and querying the black box once. The map is formed from the
+trajectory exactly as the reference ``evaluate.py`` (l.179–213; METHODS §3.4)::
+
+    sal = 0; uncov = 0; old = -p_0 (deletion) or 0 (insertion)
+    for t = 1..k²:  r_t = ±p_c(canvas_t) (+1 for insertion);  uncov[a_t] = 1
+                    sal += (r_t − old)·uncov;  old = r_t
+
+which telescopes, for a cell first visited at step ``t_c``, to ``p_{t_c−1} − p_{k²}`` (deletion,
+``p_0`` the original's probability) or ``p_{k²} − p_{t_c−1}`` (insertion; the first cell gets
+``p_{k²} + 1``); unvisited cells are 0. Normalisation as the code: deletion
+``(sal − min) / max`` (sic: divided by the max, not by max − min), insertion ``sal / max``; a zero
+max is replaced by 1 (the code would divide by zero). Then the ``k x k`` map is up-sampled to the
+image with the mirror-boundary bilinear matrix of :mod:`saliency_jax.masks` (= skimage
+``resize(order=1, mode='reflect')``, as the code).
+
+Actions: ``deterministic=True`` takes the argmax of the policy (the paper's "deterministic
+policy"); ``False`` samples, as ``evaluate.py`` does with SB2's default ``predict``.
+
+Cost: ``1 + k²`` black-box queries (the original, then one per step) — :func:`rexl_num_queries`
+— plus ``k² + 1`` (+1 for insertion) trunk passes and ``k²`` policy passes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from saliency_jax import masks, validation
+from saliency_jax.rl import env as rl_env
+from saliency_jax.rl import networks
+
+
+@dataclasses.dataclass(frozen=True)
+class RexlConfig:
+    """The static settings of a RExL agent; they must match those it was trained with.
+
+    Attributes:
+      grid: patches per side ``k`` (7 in the paper's code); must divide the image.
+      mode: ``"deletion"`` (the code's default) or ``"insertion"``.
+      substrate: ``"noise"`` (the code's ``U[−0.5, 0.5)`` in normalised space, drawn from ``key``)
+        or ``"baseline"`` (the mean colour).
+      mask_visited: forbid revisiting a patch (off in the code).
+      num_class_planes: one-hot class planes in the observation (dataset-wide agents), else 0.
+      stage: the ``features_fn`` stage; ``None`` for its last.
+      pi_layers, vf_layers: the actor-critic's hidden widths.
+    """
+
+    grid: int = 7
+    mode: str = "deletion"
+    substrate: str = "noise"
+    mask_visited: bool = False
+    num_class_planes: int = 0
+    stage: str | None = None
+    pi_layers: tuple[int, ...] = (256, 128)
+    vf_layers: tuple[int, ...] = (256, 128)
+
+    def __post_init__(self):
+        if not isinstance(self.grid, int) or isinstance(self.grid, bool) or self.grid < 1:
+            raise ValueError(f"grid must be an integer >= 1, got {self.grid!r}")
+        rl_env.check_mode(self.mode)
+        rl_env.check_substrate(self.substrate)
+        object.__setattr__(self, "pi_layers", tuple(int(n) for n in self.pi_layers))
+        object.__setattr__(self, "vf_layers", tuple(int(n) for n in self.vf_layers))
+
+    @classmethod
+    def from_agent_meta(cls, meta: dict) -> RexlConfig:
+        """The config of an agent saved by :func:`saliency_jax.rl.checkpoint.train_agent`."""
+        env, train = meta["env"], meta["train_config"]
+        return cls(grid=env["grid"], mode=env["mode"], substrate=env["substrate"],
+                   mask_visited=env["mask_visited"], num_class_planes=env["num_class_planes"],
+                   stage=env["stage"], pi_layers=tuple(train["pi_layers"]),
+                   vf_layers=tuple(train["vf_layers"]))
+
+
+def rexl_num_queries(config: RexlConfig = RexlConfig()) -> int:
+    """Black-box queries per explanation: ``1 + k²``."""
+    return 1 + config.grid * config.grid
+
+
+def load_rexl_agent(path) -> tuple[dict, RexlConfig]:
+    """``(agent_params, config)`` of an agent folder written by ``train_agent``."""
+    from saliency_jax.rl import checkpoint
+
+    params, meta = checkpoint.load_agent(path)
+    return params, RexlConfig.from_agent_meta(meta)
+
+
+def trajectory_saliency(actions, scores, initial_score, *, grid: int, mode: str) -> jax.Array:
+    """The normalised ``f32[k, k]`` map of one trajectory, as the reference ``evaluate.py``.
+
+    Args:
+      actions: ``i32[T]`` patch indices (row ``a // k``, column ``a % k``).
+      scores: ``f32[T]``: ``p_c(canvas_t)`` after each step.
+      initial_score: ``p_0 = p_c(image)`` (used by deletion).
+      grid: ``k`` (static).
+      mode: ``"deletion"`` or ``"insertion"`` (static).
+    """
+    insertion = mode == "insertion"
+    rewards = scores + 1.0 if insertion else -scores
+    old0 = jnp.zeros((), jnp.float32) if insertion else -jnp.asarray(initial_score, jnp.float32)
+
+    def _step(carry, x):
+        sal, uncov, old = carry
+        action, r = x
+        uncov = uncov.at[action].set(1.0)
+        return (sal + (r - old) * uncov, uncov, r), None
+
+    zeros = jnp.zeros((grid * grid,), jnp.float32)
+    (sal, _, _), _ = jax.lax.scan(_step, (zeros, zeros, old0),
+                                  (actions, rewards.astype(jnp.float32)))
+    top = jnp.max(sal)
+    top = jnp.where(top == 0, 1.0, top)
+    sal = sal / top if insertion else (sal - jnp.min(sal)) / top  # sic, as the code
+    return sal.reshape(grid, grid)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _rexl(key, model_fn, features_fn, agent_params, image, target, mean_rgb, std_rgb,
+          deterministic, *, config: RexlConfig):
+    h, w, _ = image.shape
+    k = config.grid
+    images = image[None]
+    p0 = model_fn(images)[0, target]
+    feats = rl_env.select_features(features_fn(images), config.stage)
+    if config.mode != "insertion":  # deletion never reads the original's features
+        feats = jnp.zeros_like(feats)
+    params = rl_env.EnvParams(
+        model_fn=model_fn, features_fn=features_fn, images=images,
+        targets=jnp.asarray(target, jnp.int32)[None], original_features=feats,
+        mean_rgb=mean_rgb, std_rgb=std_rgb, grid=k, mode=config.mode,
+        substrate=config.substrate, mask_visited=config.mask_visited,
+        num_class_planes=config.num_class_planes, stage=config.stage,
+    )
+    network = networks.ActorCritic(k * k, config.pi_layers, config.vf_layers)
+    k_reset, k_act, k_step = jax.random.split(key, 3)
+    obs, state = rl_env.reset(k_reset, params)
+
+    def _step(carry, t):
+        obs, state = carry
+        logits, _ = network.apply(agent_params, obs, rl_env.action_mask(state, params))
+        sampled = jax.random.categorical(jax.random.fold_in(k_act, t), logits)
+        action = jnp.where(deterministic, jnp.argmax(logits), sampled).astype(jnp.int32)
+        obs, state, _, _, info = rl_env.step(jax.random.fold_in(k_step, t), state, action, params)
+        return (obs, state), (action, info["score"])
+
+    _, (actions, scores) = jax.lax.scan(_step, (obs, state), jnp.arange(k * k))
+    sal = trajectory_saliency(actions, scores, p0, grid=k, mode=config.mode)
+    return masks.mirror_bilinear_resize(sal, (h, w))
+
+
+def _patch_means(grid, images):
+    b, h, w, c = images.shape
+    return images.reshape(b, grid, h // grid, grid, w // grid, c).mean(axis=(2, 4))
+
+
+def patch_features(grid: int) -> jax.tree_util.Partial:
+    """A parameter-free state encoder: each patch's mean colour, ``f32[b, k, k, 3]``.
+
+    For toy models and tests (the paper's encoder is a CNN trunk, ``models.features_fn``).
+    """
+    return jax.tree_util.Partial(functools.partial(_patch_means, grid))
+
+
+def observation_shape(features_fn, image_hw, config: RexlConfig) -> tuple[int, ...]:
+    """The agent's observation shape for this encoder, image size and config (no compute)."""
+    h, w = image_hw
+    probe = jax.eval_shape(features_fn, jax.ShapeDtypeStruct((1, h, w, 3), jnp.float32))
+    if isinstance(probe, dict) and config.stage is not None and config.stage not in probe:
+        raise ValueError(f"config.stage={config.stage!r} is not among features_fn's stages "
+                         f"{list(probe)}")
+    feats = rl_env.select_features(probe, config.stage)
+    channels = feats.shape[-1] * (2 if config.mode == "insertion" else 1)
+    return (*feats.shape[1:-1], channels + config.num_class_planes)
+
+
+def init_agent(key, config: RexlConfig, features_fn, image_hw) -> dict:
+    """Randomly initialised actor-critic parameters for ``config`` (an untrained agent)."""
+    obs_shape = observation_shape(features_fn, image_hw, config)
+    network = networks.ActorCritic(config.grid ** 2, config.pi_layers, config.vf_layers)
+    return jax.jit(network.init)(key, jnp.zeros(obs_shape, jnp.float32))
+
+
+def check_agent_params(agent_params, features_fn, image_hw, config: RexlConfig) -> None:
+    """``agent_params`` must be an actor-critic for this grid and observation size."""
+    obs_shape = observation_shape(features_fn, image_hw, config)
+    network = networks.ActorCritic(config.grid ** 2, config.pi_layers, config.vf_layers)
+    expected = jax.eval_shape(network.init, jax.random.key(0),
+                              jax.ShapeDtypeStruct(obs_shape, jnp.float32))
+    shapes = lambda tree: jax.tree.map(lambda x: tuple(np.shape(x)), tree)  # noqa: E731
+    try:
+        same = jax.tree.structure(expected) == jax.tree.structure(agent_params) and (
+            shapes(expected) == shapes(agent_params))
+    except Exception:  # noqa: BLE001 - any non-pytree-compatible input
+        same = False
+    if not same:
+        raise ValueError(
+            f"agent_params do not fit this config and features_fn: expected an ActorCritic for "
+            f"grid={config.grid} ({config.grid ** 2} actions), observation shape {obs_shape} "
+            f"and layers pi={config.pi_layers}, vf={config.vf_layers}: "
+            f"expected {shapes(expected)}, got {shapes(agent_params)} "
+            "(an agent trained for another grid, mode, feature stage or image size?)"
+        )
+
+
+def rexl(key, model_fn, image, target, *, config: RexlConfig = RexlConfig(), agent_params,
+         features_fn, baseline=None, deterministic=True) -> jax.Array:
+    """RExL saliency of ``image`` for class ``target``: ``f32[h, w]`` in [0, 1].
+
+    Args:
+      key: ``jax.random.key``: the noise substrate and, if sampled, the actions.
+      model_fn: the black box ``f32[b, h, w, 3] -> f32[b, K]`` (probabilities; a ``Partial``).
+      image: ``f32[h, w, 3]`` in [0, 1]; ``h`` and ``w`` divisible by ``config.grid``.
+      target: the class to explain (int; traced).
+      config: :class:`RexlConfig` (static), matching the agent's training environment.
+      agent_params: the trained actor-critic's parameters (traced: new weights do not recompile).
+      features_fn: the frozen state encoder the agent was trained with (a ``Partial``).
+      baseline: the substrate's centre colour; default the model's ``mean_rgb`` (else zeros).
+      deterministic: argmax actions (default) or sampled ones (traced).
+
+    Returns:
+      The up-sampled trajectory map ``f32[h, w]`` (see the module doc).
+
+    References:
+      Agarwal, Iqbal, Buridi, Manjusha, Das, *Reinforcement Explanation Learning*, NeurIPS 2021
+      workshop XAI4Debugging (arXiv 2111.13406); code ``CVIR/RExL``.
+    """
+    hw = validation.check_image(image)
+    rl_env.check_grid(config.grid, hw, name="grid")
+    if not isinstance(config, RexlConfig):
+        raise ValueError(f"config must be a RexlConfig, got {type(config).__name__}")
+    model_fn = rl_env.as_partial(model_fn)
+    features_fn = rl_env.as_partial(features_fn)
+    num_classes = validation.num_classes_of(model_fn, image)
+    validation.check_target(target, num_classes)
+    if config.num_class_planes and config.num_class_planes < num_classes:
+        raise ValueError(f"config.num_class_planes={config.num_class_planes} is smaller than the "
+                         f"model's {num_classes} classes")
+    check_agent_params(agent_params, features_fn, hw, config)
+    mean_rgb, std_rgb = rl_env.substrate_colours(model_fn, baseline)
+    return _rexl(key, model_fn, features_fn, agent_params, jnp.asarray(image, jnp.float32),
+                 jnp.asarray(target, jnp.int32), mean_rgb, std_rgb,
+                 jnp.asarray(deterministic, bool), config=config)

@@ -1,0 +1,142 @@
+"""The contract every explainer keeps (DESIGN §3, STYLE §8 lesson 12).
+
+``explain(key, model_fn, image, target) -> f32[h, w]``: shape, dtype, finite; the same key gives
+a bit-identical map and another key another map; ``jit`` equals eager; ``vmap`` over images
+equals a loop; a second call with new weights and a new key compiles nothing; the map does not
+depend on the chunk (batch) size.
+
+To add an explainer, append one ``Explainer(...)`` line to ``EXPLAINERS``.
+"""
+
+import dataclasses
+import warnings
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from saliency_jax import testing
+from saliency_jax.rise import RiseConfig, rise
+
+HW = (32, 32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Explainer:
+    name: str
+    explain: Callable
+    """``(key, model_fn, image, target) -> f32[h, w]``, with small settings."""
+    rechunked: tuple[Callable, ...] = ()
+    """The same explainer with other chunk/batch sizes: must give the same map."""
+
+
+def _rise(**changes):
+    config = dataclasses.replace(RiseConfig(num_masks=40, grid=4, p_keep=0.5, batch_size=16),
+                                 **changes)
+    return lambda key, model_fn, image, target: rise(key, model_fn, image, target, config=config)
+
+
+EXPLAINERS = [
+    Explainer("rise", _rise(), rechunked=(_rise(batch_size=7), _rise(batch_size=40))),
+]
+
+
+def _tiny_apply(variables, images, *, mean_rgb):
+    # testing.tiny_cnn's function with the mean broadcast explicitly: testing._tiny_apply's
+    # ``images - mean_rgb`` (rank 4 - rank 1) fails under jax_numpy_rank_promotion="raise".
+    return jax.nn.softmax(
+        testing.TinyCNN().apply(variables, images - mean_rgb[None, None, None, :]), axis=-1
+    )
+
+
+def _tiny_model(seed):
+    variables = testing.TinyCNN().init(jax.random.key(seed), jnp.zeros((1, *HW, 3)))
+    return jax.tree_util.Partial(_tiny_apply, variables, mean_rgb=jnp.full((3,), 0.5))
+
+
+@pytest.fixture(scope="module")
+def model_fn():
+    return _tiny_model(1)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return jax.random.uniform(jax.random.key(2), (3, *HW, 3))
+
+
+@pytest.fixture(params=EXPLAINERS, ids=lambda e: e.name)
+def explainer(request):
+    return request.param
+
+
+def test_shape_dtype_finite(explainer, key, model_fn, images):
+    sal = explainer.explain(key, model_fn, images[0], 1)
+    assert sal.shape == HW and sal.dtype == jnp.float32
+    assert np.all(np.isfinite(np.asarray(sal)))
+    assert np.ptp(np.asarray(sal)) > 0  # not a constant map
+
+
+def test_same_key_same_map_other_key_other_map(explainer, key, model_fn, images):
+    first = np.asarray(explainer.explain(key, model_fn, images[0], 1))
+    np.testing.assert_array_equal(first, np.asarray(explainer.explain(key, model_fn, images[0], 1)))
+    other = np.asarray(explainer.explain(jax.random.key(7), model_fn, images[0], 1))
+    assert np.abs(first - other).max() > 1e-6
+
+
+def test_jit_equals_eager(explainer, key, model_fn, images):
+    eager = explainer.explain(key, model_fn, images[0], 2)
+    jitted = jax.jit(explainer.explain)(key, model_fn, images[0], 2)
+    np.testing.assert_allclose(np.asarray(jitted), np.asarray(eager), rtol=1e-5, atol=1e-7)
+
+
+def test_vmap_over_images_equals_loop(explainer, key, model_fn, images):
+    keys = jax.random.split(key, 3)
+    targets = jnp.array([0, 1, 2])
+    batched = jax.vmap(explainer.explain, in_axes=(0, None, 0, 0))(keys, model_fn, images, targets)
+    looped = [explainer.explain(keys[i], model_fn, images[i], int(targets[i])) for i in range(3)]
+    np.testing.assert_allclose(np.asarray(batched), np.stack(looped), rtol=1e-5, atol=1e-7)
+
+
+def test_no_recompile_with_new_weights_and_new_key(explainer, model_fn, images):
+    explainer.explain(jax.random.key(3), model_fn, images[0], 1).block_until_ready()
+    new_model = _tiny_model(5)  # inputs made before the block: creating them compiles
+    new_key, target = jax.random.key(4), 2
+    assert jax.tree.structure(new_model) == jax.tree.structure(model_fn)
+    with testing.log_compilations() as compiles:
+        sal = explainer.explain(new_key, new_model, images[1], target).block_until_ready()
+    assert compiles == [], f"{len(compiles)} compilation(s) on the second call"
+    assert np.all(np.isfinite(np.asarray(sal)))
+
+
+def _captured_constant_warnings(fn, *args):
+    """Warnings about constants captured while lowering ``jit(fn)(*args)`` (over 64 KiB)."""
+    previous = jax.config.jax_captured_constants_warn_bytes
+    jax.config.update("jax_captured_constants_warn_bytes", 1 << 16)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            jax.jit(fn).lower(*args)
+    finally:
+        jax.config.update("jax_captured_constants_warn_bytes", previous)
+    return [w for w in caught if "constants were captured" in str(w.message)]
+
+
+def test_no_captured_model_weights(explainer, key, model_fn, images):
+    # The model is a pytree argument, so its weights are traced, never embedded constants
+    # (the largest legitimate constant is a small up-sampling matrix).
+    assert _captured_constant_warnings(explainer.explain, key, model_fn, images[0], 0) == []
+    # Control: the same explainer with the weights closed over (a wide model) does warn.
+    wide = jnp.zeros((64, *HW, 3))
+    closed = jax.tree_util.Partial(lambda x: testing.linear_model(wide)(x))
+    assert _captured_constant_warnings(
+        lambda k, x: explainer.explain(k, closed, x, 0), key, images[0]
+    )
+
+
+def test_map_does_not_depend_on_chunk_size(explainer, key, model_fn, images):
+    reference = np.asarray(explainer.explain(key, model_fn, images[0], 1))
+    for rechunked in explainer.rechunked:
+        got = np.asarray(rechunked(key, model_fn, images[0], 1))
+        np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-7)

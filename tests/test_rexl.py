@@ -1,0 +1,227 @@
+"""The RExL explainer: the evaluate.py saliency formula, scripted agents, contract, bad inputs."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import skimage.transform
+
+from saliency_jax import testing
+from saliency_jax.rexl import RexlConfig, rexl, rexl_num_queries, trajectory_saliency
+from saliency_jax.rl import networks
+
+H = W = 16
+K = 4
+LAYERS = dict(pi_layers=(8,), vf_layers=(8,))
+
+
+def _pool(scale, x):
+    b = x.shape[0]
+    return {"layer1": scale * x.reshape(b, K, H // K, K, W // K, 3).mean(axis=(2, 4))}
+
+
+def features(scale=1.0):
+    """A trunk stand-in with a traced weight: per-patch mean colours ``f32[b, K, K, 3]``."""
+    return jax.tree_util.Partial(_pool, jnp.float32(scale))
+
+
+def agent(key, config, channels=3):
+    net = networks.ActorCritic(config.grid ** 2, config.pi_layers, config.vf_layers)
+    return jax.jit(net.init)(key, jnp.zeros((K, K, channels)))
+
+
+def scripted_agent(config, preference, channels=3):
+    """An agent whose logits are ``preference`` whatever it sees (zero kernels, set bias)."""
+    params = agent(jax.random.key(0), config, channels)
+    params = jax.tree.map(jnp.zeros_like, params)
+    params["params"]["pi_out"]["bias"] = jnp.asarray(preference, jnp.float32)
+    return params
+
+
+def _region(region, images):
+    inside = jnp.sum(images.mean(-1) * region[None], axis=(1, 2)) / jnp.sum(region)
+    return jnp.stack([inside, 1.0 - inside], axis=-1)
+
+
+_CALLS: list = []
+
+
+def _counting_region(region, images):
+    jax.debug.callback(lambda: _CALLS.append(1))  # runs once per executed model call
+    return _region(region, images)
+
+
+def region_model():
+    """Score 0 = mean intensity of patch 6 (testing.region_model, broadcasting explicit);
+    counts its calls in ``_CALLS``."""
+    region = np.zeros((H, W), bool)
+    region[4:8, 8:12] = True  # patch (1, 2) = action 6
+    return jax.tree_util.Partial(_counting_region, jnp.asarray(region, jnp.float32))
+
+
+def reference_saliency(actions, scores, p0, grid, mode):
+    """numpy port of CVIR/RExL evaluate.py l.179–213 (METHODS §3.4)."""
+    sal = np.zeros((grid, grid))
+    uncov = np.zeros((grid, grid))
+    old = -p0 if mode == "deletion" else 0.0
+    for a, p in zip(actions, scores):
+        r = -p if mode == "deletion" else p + 1.0
+        uncov[a // grid, a % grid] = 1
+        sal += (r - old) * uncov
+        old = r
+    if mode == "deletion":
+        return (sal - sal.min()) / sal.max()
+    return sal / sal.max()
+
+
+def test_trajectory_saliency_hand_computed():
+    # deletion, p0 = 0.9: cell 0 first at t=1 -> p0 - p4 = 0.8; cell 3 at t=3 -> p2 - p4 = 0.5;
+    # cell 1 at t=4 -> p3 - p4 = 0.2; cell 2 unvisited -> 0.  (sal - min) / max, min = 0.
+    sal = trajectory_saliency(jnp.array([0, 0, 3, 1]), jnp.array([0.6, 0.6, 0.3, 0.1]), 0.9,
+                              grid=2, mode="deletion")
+    np.testing.assert_allclose(sal, [[1.0, 0.25], [0.0, 0.625]], rtol=1e-6)
+    # deletion with a negative cell: sal = (0.5, 0.2, 0.1, -0.1); (sal + 0.1) / 0.5 (sic: not / 0.6)
+    sal = trajectory_saliency(jnp.array([0, 1, 2, 3]), jnp.array([0.5, 0.4, 0.2, 0.3]), 0.8,
+                              grid=2, mode="deletion")
+    np.testing.assert_allclose(sal, [[1.2, 0.6], [0.4, 0.0]], rtol=1e-5)
+    # insertion: cell 2 first -> p4 + 1 = 1.7; cell 0 at t=3 -> p4 - p2 = 0.5; cell 1 -> 0.2
+    sal = trajectory_saliency(jnp.array([2, 2, 0, 1]), jnp.array([0.2, 0.2, 0.5, 0.7]), 0.0,
+                              grid=2, mode="insertion")
+    np.testing.assert_allclose(sal, [[0.5 / 1.7, 0.2 / 1.7], [1.0, 0.0]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["deletion", "insertion"])
+def test_trajectory_saliency_matches_numpy_port(mode):
+    rng = np.random.default_rng(0)
+    fn = jax.jit(functools.partial(trajectory_saliency, grid=3, mode=mode))
+    for _ in range(5):
+        actions = rng.integers(0, 9, 9)
+        scores = rng.uniform(size=9).astype(np.float32)
+        p0 = np.float32(rng.uniform())
+        np.testing.assert_allclose(fn(actions, scores, p0),
+                                   reference_saliency(actions, scores, p0, 3, mode), rtol=1e-5,
+                                   atol=1e-6)
+
+
+@pytest.mark.parametrize("mode,cells", [
+    # visiting 0, 1, ..., 15; patch 6 holds the evidence (white image on black).
+    # deletion: p_t = 1 until t = 7, then 0; sal_c = p_c − p_16 = 1 for c <= 6.
+    ("deletion", [1.0] * 7 + [0.0] * 9),
+    # insertion: p_t = 0 until t = 7, then 1; cell 0: p_16 + 1 = 2, cells 1..6: 1 − 0, others 0.
+    ("insertion", [1.0] + [0.5] * 6 + [0.0] * 9),
+])
+def test_scripted_agent_gives_the_code_map(mode, cells):
+    config = RexlConfig(grid=K, mode=mode, substrate="baseline", mask_visited=True, **LAYERS)
+    channels = 6 if mode == "insertion" else 3
+    params = scripted_agent(config, -np.arange(K * K), channels)  # masked argmax: 0, 1, 2, ...
+    image = np.ones((H, W, 3), np.float32)
+    _CALLS.clear()
+    sal = rexl(jax.random.key(0), region_model(), image, 0, config=config, agent_params=params,
+               features_fn=features())
+    jax.effects_barrier()
+    assert len(_CALLS) == rexl_num_queries(config) == 1 + K * K  # the original + one per step
+    expected = skimage.transform.resize(np.reshape(cells, (K, K)), (H, W), order=1,
+                                        mode="reflect", anti_aliasing=False)
+    np.testing.assert_allclose(sal, expected, atol=1e-6)
+
+
+def test_num_queries():
+    assert rexl_num_queries(RexlConfig()) == 50
+    assert rexl_num_queries(RexlConfig(grid=14)) == 197
+
+
+def _tiny_apply(variables, images, *, mean_rgb):
+    # testing.tiny_cnn's function with the mean broadcast explicitly (rank promotion is "raise").
+    return jax.nn.softmax(testing.TinyCNN().apply(variables, images - mean_rgb[None, None, None]))
+
+
+@pytest.fixture(scope="module")
+def contract_setup():
+    variables = jax.jit(testing.TinyCNN().init)(jax.random.key(1), jnp.zeros((1, H, W, 3)))
+    model_fn = jax.tree_util.Partial(_tiny_apply, variables, mean_rgb=jnp.full((3,), 0.5))
+    config = RexlConfig(grid=K, mode="deletion", num_class_planes=3, **LAYERS)
+    params = agent(jax.random.key(2), config, channels=3 + 3)
+    images = jax.random.uniform(jax.random.key(3), (3, H, W, 3))
+    explain = functools.partial(rexl, config=config, agent_params=params, features_fn=features())
+    return model_fn, config, params, images, explain
+
+
+def test_contract(contract_setup):
+    model_fn, config, params, images, explain = contract_setup
+    key = jax.random.key(4)
+    sal = explain(key, model_fn, images[0], 1)
+    assert sal.shape == (H, W) and sal.dtype == jnp.float32
+    assert np.all(np.isfinite(sal))
+    np.testing.assert_array_equal(sal, explain(key, model_fn, images[0], 1))
+    # the noise substrate is drawn from the key
+    assert not np.array_equal(sal, explain(jax.random.key(5), model_fn, images[0], 1))
+    jitted = jax.jit(explain)(key, model_fn, images[0], 1)
+    # deletion's (sal − min) / max (sic) can exceed 1 and amplifies rounding: relative tolerance
+    np.testing.assert_allclose(jitted, sal, rtol=1e-5, atol=1e-6)
+    keys = jax.random.split(key, 3)
+    targets = jnp.array([0, 1, 2])
+    batched = jax.vmap(explain, in_axes=(0, None, 0, 0))(keys, model_fn, images, targets)
+    for i in range(3):
+        np.testing.assert_allclose(batched[i], explain(keys[i], model_fn, images[i], targets[i]),
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_sampled_actions_follow_the_key(contract_setup):
+    model_fn, config, params, images, explain = contract_setup
+    key = jax.random.key(4)
+    sampled = explain(key, model_fn, images[0], 1, deterministic=False)  # no new compile: traced
+    np.testing.assert_array_equal(sampled, explain(key, model_fn, images[0], 1,
+                                                   deterministic=False))
+    assert not np.array_equal(sampled, explain(key, model_fn, images[0], 1))
+    assert np.all(np.isfinite(sampled))
+
+
+def test_no_recompile_on_new_weights_or_key(contract_setup):
+    model_fn, config, params, images, _ = contract_setup
+    explain = functools.partial(rexl, config=config)
+    sal = explain(jax.random.key(0), model_fn, images[0], 0, agent_params=params,
+                  features_fn=features(1.0))
+    new_model = jax.tree_util.Partial(model_fn.func, jax.tree.map(lambda x: x * 1.5,
+                                                                  model_fn.args[0]),
+                                      **model_fn.keywords)
+    new_params = jax.tree.map(lambda x: x + 0.1, params)
+    new_features = features(2.0)
+    new_key = jax.random.key(7)
+    image, target = images[1], jnp.asarray(2, jnp.int32)
+    with testing.log_compilations() as log:
+        other = explain(new_key, new_model, image, target, agent_params=new_params,
+                        features_fn=new_features)
+        jax.block_until_ready(other)
+    assert len(log) == 0, f"{len(log)} compilations"
+    assert not np.array_equal(sal, other)
+
+
+def test_bad_inputs(contract_setup):
+    model_fn, config, params, images, explain = contract_setup
+    image = images[0]
+    with pytest.raises(ValueError, match="grid"):
+        rexl(jax.random.key(0), model_fn, image, 0, config=RexlConfig(grid=3), agent_params=params,
+             features_fn=features())
+    with pytest.raises(ValueError, match="mode"):
+        RexlConfig(mode="both")
+    with pytest.raises(ValueError, match="substrate"):
+        RexlConfig(substrate="blur")
+    with pytest.raises(ValueError, match="agent_params"):  # trained for a 2 x 2 grid
+        rexl(jax.random.key(0), model_fn, image, 0,
+             config=RexlConfig(grid=2, mode="deletion", num_class_planes=3, **LAYERS),
+             agent_params=params,
+             features_fn=lambda x: _pool(1.0, x)["layer1"].reshape(1, 2, 2, 2, 2, 3).mean((2, 4)))
+    with pytest.raises(ValueError, match="agent_params"):  # insertion observations are wider
+        rexl(jax.random.key(0), model_fn, image, 0,
+             config=RexlConfig(grid=K, mode="insertion", num_class_planes=3, **LAYERS),
+             agent_params=params, features_fn=features())
+    with pytest.raises(ValueError, match="target"):
+        explain(jax.random.key(0), model_fn, image, 3)
+    with pytest.raises(ValueError, match="image"):
+        explain(jax.random.key(0), model_fn, images, 0)
+    with pytest.raises(ValueError, match="num_class_planes"):
+        rexl(jax.random.key(0), model_fn, image, 0,
+             config=RexlConfig(grid=K, num_class_planes=2, **LAYERS), agent_params=params,
+             features_fn=features())
