@@ -190,7 +190,9 @@ def main(argv=None) -> None:
     p.add_argument("--memory-masks", type=int, default=8000)
     p.add_argument("--memory-batch", type=int, default=100)
     p.add_argument("--skip-memory", action="store_true")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3, help="timed calls of the small model")
+    p.add_argument("--large-repeats", type=int, default=5, help="timed calls of ResNet50")
+    p.add_argument("--vgg-repeats", type=int, default=2, help="timed calls of VGG16")
     p.add_argument("--out-name", default="rise")
     p.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -208,12 +210,12 @@ def main(argv=None) -> None:
                                  ("model", "image_size", "num_masks", "batch_size", "masks_per_s")})
     if not args.skip_large:
         result["ratio"].append(ratio_case("resnet50", args.large_size, args.large_masks,
-                                          args.large_batch, args.repeats, False, key))
+                                          args.large_batch, args.large_repeats, False, key))
         result["throughput"].append({k: result["ratio"][-1][k] for k in
                                      ("model", "image_size", "num_masks", "batch_size",
                                       "masks_per_s")})
         result["throughput"].append(throughput_case("vgg16", args.large_size, args.vgg_masks,
-                                                    args.vgg_batch, args.repeats, key))
+                                                    args.vgg_batch, args.vgg_repeats, key))
     if not args.skip_memory:
         result["memory"] = memory_case(args)
     result["peak_rss_mb_main_process"] = common.peak_rss_mb()

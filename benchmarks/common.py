@@ -76,15 +76,27 @@ def _seconds(call) -> float:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak resident set size of this process so far, in MiB.
+
+    ``VmHWM`` from ``/proc/self/status`` where there is one. ``getrusage``'s ``ru_maxrss`` is the
+    fallback only: on Linux a process started by ``fork`` + ``exec`` inherits its parent's
+    high-water mark there, which would hide a small child's own peak.
+    """
+    hwm = _proc_status_mb("VmHWM")
+    if hwm == hwm:  # not NaN
+        return hwm
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
 def current_rss_mb() -> float:
     """Current resident set size of this process in MiB (``/proc/self/status``), or NaN."""
+    return _proc_status_mb("VmRSS")
+
+
+def _proc_status_mb(field: str) -> float:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024.0
     except OSError:
         pass

@@ -22,6 +22,7 @@ again after an interruption) and the final agent to
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import pathlib
 import shutil
@@ -54,11 +55,39 @@ def default_config(updates: int, num_envs: int) -> ppo.TrainConfig:
     )
 
 
+@functools.cache
+def _fused_apply(num_classes: int):
+    """``(variables, images) -> (probabilities, {STAGE: features})`` from one network pass."""
+    module = models.get(MODEL, num_classes=num_classes).build()
+
+    def fused(variables, images, *, mean_rgb, std_rgb):
+        x = (images - mean_rgb.reshape(1, 1, 1, 3)) / std_rgb.reshape(1, 1, 1, 3)
+        logits, feats = module.apply(variables, x, train=False, features=True)
+        return jax.nn.softmax(logits, axis=-1), {STAGE: feats[STAGE]}
+
+    return fused
+
+
 def load_black_box():
+    """``(model_fn, features_fn, fused_fn)`` of the packaged classifier (fused: one pass for both,
+    checked equal to the two separate functions)."""
     variables = models.load_variables(embedded.packaged_classifier_dir(MODEL) / "variables",
                                       name=MODEL)
-    return (models.classifier(MODEL, variables),
-            models.features_fn(MODEL, variables, names=(STAGE,)))
+    return black_box(variables)
+
+
+def black_box(variables):
+    model_fn = models.classifier(MODEL, variables)
+    features_fn = models.features_fn(MODEL, variables, names=(STAGE,))
+    num_classes = int(jax.eval_shape(model_fn, jax.ShapeDtypeStruct((1, 112, 112, 3),
+                                                                    np.float32)).shape[-1])
+    fused_fn = jax.tree_util.Partial(_fused_apply(num_classes), variables,
+                                     **model_fn.keywords)
+    x = jax.random.uniform(jax.random.key(0), (2, 112, 112, 3))
+    probs, feats = jax.jit(lambda f, x: f(x))(fused_fn, x)
+    np.testing.assert_allclose(probs, model_fn(x), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(feats[STAGE], features_fn(x)[STAGE], rtol=1e-4, atol=1e-5)
+    return model_fn, features_fn, fused_fn
 
 
 def train_images(n: int, image_size: int = 112) -> np.ndarray:
@@ -70,12 +99,13 @@ def train(mode: str, *, updates: int, num_envs: int, num_images: int, seed: int,
           checkpoint_every: int, substrate: str, mask_visited: bool, run_root: pathlib.Path,
           out_root: pathlib.Path, progress: bool = True) -> dict:
     name = f"rexl_{mode}_{MODEL}"
-    model_fn, features_fn = load_black_box()
+    model_fn, features_fn, fused_fn = load_black_box()
     t0 = time.perf_counter()
     images = train_images(num_images)
     env_params = rl_env.make_env_params(
         model_fn, features_fn, images, None, grid=7, mode=mode, substrate=substrate,
         mask_visited=mask_visited, num_class_planes=shapes.NUM_CLASSES, stage=STAGE,
+        fused_fn=fused_fn,
     )
     setup_s = time.perf_counter() - t0
     config = default_config(updates, num_envs)

@@ -154,7 +154,7 @@ def feature_matrix(features: Sequence[jax.Array], *, out_hw, variant: str = "pap
 
 
 def _blocks(x, chunk):
-    """``x`` ``[n, ...]`` zero-padded to a multiple of ``chunk`` rows -> ``[n_blocks, chunk, ...]``."""
+    """``x`` ``[n, ...]`` zero-padded to whole blocks: ``[ceil(n / chunk), chunk, ...]``."""
     n = x.shape[0]
     padded = -(-n // chunk) * chunk
     x = jnp.pad(x, ((0, padded - n),) + ((0, 0),) * (x.ndim - 1))

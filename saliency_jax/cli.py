@@ -25,10 +25,13 @@ def _evaluate(args) -> int:
         image_size=args.image_size, seed=args.seed, target=args.target, data_dir=args.data_dir,
     )
     out = pathlib.Path(args.out or f"runs/evaluate-{config.dataset.replace('/', '_')}-{config.model}")
-    model_fn, _ = embedded.load_classifier(config.model, config.checkpoint)
+    from saliency_jax import methods
+
+    model_fn, variables = embedded.load_classifier(config.model, config.checkpoint)
     dataset = data.load(config.dataset, split=config.split, data_dir=config.data_dir,
                         image_size=config.image_size)
-    summary = run_evaluate(config, out, model_fn=model_fn, dataset=dataset,
+    context = methods.model_context(config.model, variables, (config.image_size,) * 2)
+    summary = run_evaluate(config, out, model_fn=model_fn, dataset=dataset, context=context,
                            progress=not args.no_progress)
     from saliency_jax.evaluate import markdown_table
     print(markdown_table(summary))
@@ -47,7 +50,7 @@ def _explain(args) -> int:
     if not args.images and args.dataset is None:
         raise ValueError("give image files, or --dataset with --indices")
     model = args.model or ("efficientnet_lite0" if args.images else "resnet_small")
-    model_fn, _ = embedded.load_classifier(model, args.checkpoint)
+    model_fn, variables = embedded.load_classifier(model, args.checkpoint)
     size = args.image_size or (224 if args.images else 112)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -58,8 +61,8 @@ def _explain(args) -> int:
         ds = data.load(args.dataset, split=args.split, data_dir=args.data_dir, image_size=size)
         items = [(f"{args.dataset.replace('/', '_')}-{i}",
                   np.asarray(ds[i]["image"], np.float32) / 255.0, ds[i]) for i in args.indices]
-    (method,) = methods.build_methods([args.method], image_hw=(size, size),
-                                      num_masks=args.num_masks)
+    context = methods.model_context(model, variables, (size, size))
+    (method,) = methods.build_methods([args.method], context, num_masks=args.num_masks)
     for index, (stem, image, example) in enumerate(items):
         image = jnp.asarray(image)
         probs = model_fn(image[None])[0]
@@ -107,14 +110,14 @@ def _convert_weights(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from saliency_jax.methods import available_methods
+    from saliency_jax.methods import DEFAULT_METHODS, available_methods
 
     parser = argparse.ArgumentParser(prog="saliency-jax", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     ev = sub.add_parser("evaluate", help="methods x metrics table on a dataset")
-    ev.add_argument("methods", nargs="*", default=["rise", "random"],
-                    help=f"methods to run (default: rise random); available: {available_methods()}")
+    ev.add_argument("methods", nargs="*", default=list(DEFAULT_METHODS),
+                    help=f"methods to run (default: all); available: {available_methods()}")
     ev.add_argument("--dataset", default="saliency_shapes")
     ev.add_argument("--split", default="test")
     ev.add_argument("--model", default="resnet_small")

@@ -32,6 +32,7 @@ def converted_weights_dir(model: str) -> pathlib.Path:
 def resolve_checkpoint(model: str, checkpoint: str | None) -> pathlib.Path:
     """The variables folder to load for ``model``: the given one, the packaged default, or the
     converted weights; a ValueError that says how to get them otherwise."""
+    models.get(model)  # an unknown name fails first, listing the known ones
     if checkpoint is not None:
         path = pathlib.Path(checkpoint).expanduser().resolve()
         if not path.exists():

@@ -32,7 +32,7 @@ class EvaluateConfig:
     model: str = "resnet_small"
     checkpoint: str | None = None
     """Orbax variables; None = the packaged checkpoint of ``model`` (embedded default)."""
-    methods: tuple[str, ...] = ("rise", "random")
+    methods: tuple[str, ...] = methods.DEFAULT_METHODS
     num_images: int = 16
     num_masks: int | None = None
     image_size: int = 112
@@ -189,12 +189,15 @@ def markdown_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def run_evaluate(config: EvaluateConfig, out_dir, *, model_fn, dataset, progress: bool = True):
+def run_evaluate(config: EvaluateConfig, out_dir, *, model_fn, dataset, context=None,
+                 progress: bool = True):
     """Evaluate ``config.methods`` on the first ``config.num_images`` items of ``dataset``.
 
     ``dataset[i]`` must give DESIGN's example dict (``image`` uint8, ``label``, optional
-    ``mask``). Writes records, maps, ``results.json``, ``table.md``, ``examples.png`` and
-    ``curves.png`` under ``out_dir``; returns the summary dict.
+    ``mask``). ``context`` (a :class:`methods.ModelContext`) is needed by the methods that use
+    more than the black box (Grad-CAM, IASSA, the RL agents). Writes records, maps,
+    ``results.json``, ``table.md``, ``examples.png`` and ``curves.png`` under ``out_dir``;
+    returns the summary dict.
     """
     from saliency_jax import plots
 
@@ -202,13 +205,13 @@ def run_evaluate(config: EvaluateConfig, out_dir, *, model_fn, dataset, progress
         raise ValueError(
             f"num_images={config.num_images} exceeds the {len(dataset)} images of {config.dataset}"
         )
+    if context is None:
+        context = methods.ModelContext(config.model, {}, (config.image_size, config.image_size))
+    method_list = methods.build_methods(config.methods, context, num_masks=config.num_masks)
     out = pathlib.Path(out_dir)
     _check_run_dir(out, config)
     (out / "records").mkdir(exist_ok=True)
     (out / "maps").mkdir(exist_ok=True)
-    method_list = methods.build_methods(
-        config.methods, image_hw=(config.image_size, config.image_size), num_masks=config.num_masks
-    )
     names = [m.name for m in method_list]
 
     records = []

@@ -118,8 +118,9 @@ def gradcam(key, model_fn, image, target, *, cam_model, config: GradCamConfig = 
     if not (callable(getattr(cam_model, "trunk", None))
             and callable(getattr(cam_model, "head", None))):
         raise ValueError(
-            "cam_model must have callable attributes trunk (images -> activations f32[b, h', w', c])"
-            f" and head (activations -> class scores f32[b, k]), got {type(cam_model).__name__}"
+            "cam_model must have callable attributes trunk (images -> activations "
+            "f32[b, h', w', c]) and head (activations -> class scores f32[b, k]), got "
+            f"{type(cam_model).__name__}"
         )
     validation.check_image(image)
     num_classes = validation.num_classes_of(model_fn, image)
@@ -128,8 +129,8 @@ def gradcam(key, model_fn, image, target, *, cam_model, config: GradCamConfig = 
     acts = jax.eval_shape(cam_model.trunk, jax.ShapeDtypeStruct((1, *image.shape), jnp.float32))
     if len(acts.shape) != 4 or acts.shape[0] != 1:
         raise ValueError(
-            f"cam_model.trunk must map f32[b, h, w, 3] to activations f32[b, h', w', c], got output "
-            f"shape {acts.shape} for input {(1, *image.shape)}"
+            f"cam_model.trunk must map f32[b, h, w, 3] to activations f32[b, h', w', c], got "
+            f"output shape {acts.shape} for input {(1, *image.shape)}"
         )
     scores = jax.eval_shape(cam_model.head, acts)
     if tuple(scores.shape) != (1, num_classes):

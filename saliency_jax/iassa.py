@@ -48,6 +48,12 @@ Two variants (``IassaConfig.variant``):
   kept (``torch.cat`` of an empty list fails), so all are kept; the code picks among
   ``S'_0..S'_{k−1}`` by IoU with the ground-truth mask (an oracle) and never adjusts its last
   map ``S_k``; this returns ``S'_k`` (all of ``S'_0..S'_k`` with ``return_iterations``).
+  A consequence of the released code worth knowing: the attention term is nearly the constant
+  ``c`` (METHODS §2.2) but ``grid_sample``'s zero padding halves it on the outer 1-px ring,
+  a drop of about ``c / 4`` (``c`` is of the order of the map's mean), whereas an occlusion map
+  varies by at most ``(windows per pixel / N)`` times the score range (≈ 3 % at 224²). The ring
+  then sets the minimum, ``HAR`` is essentially the whole interior and ``find_intersection``
+  keeps every mask (seen on the test models; it filters only with ``β = 1`` and a small HAR).
 
 Both variants mask with ``x = M I + (1 − M) baseline`` (default: the model's mean colour, what
 the reference gets by masking the normalised tensor) and explain the given ``target`` (the
@@ -425,7 +431,9 @@ def _check_features(features_fn, image_hw, config):
     try:
         out = jax.eval_shape(features_fn, jax.ShapeDtypeStruct((1, h, w, 3), jnp.float32))
     except Exception as err:  # noqa: BLE001 - report any failure as a bad argument
-        raise ValueError(f"features_fn failed on an f32[1, {h}, {w}, 3] image batch: {err}") from err
+        raise ValueError(
+            f"features_fn failed on an f32[1, {h}, {w}, 3] image batch: {err}"
+        ) from err
     if not isinstance(out, dict) or not out:
         raise ValueError(
             "features_fn must return a non-empty dict {stage name: f32[b, h, w, c]}, got "
@@ -491,10 +499,12 @@ def iassa(key, model_fn, image, target, *, config: IassaConfig = IassaConfig(), 
       >>> from saliency_jax import testing
       >>> model_fn, _ = testing.tiny_cnn(jax.random.key(1), (32, 32))
       >>> feats = lambda x: {"a": x[:, ::2, ::2], "b": x[:, ::4, ::4]}
-      >>> cfg = IassaConfig.for_image_size(32, iterations=2, feature_names=None)
-      >>> iassa(jax.random.key(0), model_fn, jnp.full((32, 32, 3), 0.7), 0, config=cfg,
-      ...       features_fn=feats).shape
-      (32, 32)
+      >>> cfg = IassaConfig(window=12, stride=4, window_step=2, stride_step=1, iterations=2,
+      ...                   feature_names=None)  # 100 + 169 + 361 windows on 32 x 32
+      >>> sal, maps = iassa(jax.random.key(0), model_fn, jnp.full((32, 32, 3), 0.7), 0,
+      ...                   config=cfg, features_fn=feats, return_iterations=True)
+      >>> sal.shape, maps.shape
+      ((32, 32), (3, 32, 32))
     """
     if not isinstance(config, IassaConfig):
         raise ValueError(f"config must be an IassaConfig, got {type(config).__name__}")

@@ -5,15 +5,17 @@ defaults, which the RISE paper ran with 1000 samples:
 
 1. **Superpixels** ``segments int[h, w]`` with labels ``0..n−1``; LIME's default is scikit-image
    quickshift with ``kernel_size=4, max_dist=200, ratio=0.2`` for 224² images
-   (:func:`quickshift_segments`, whose kernel scales with the image size). This runs in numpy, outside ``jit``, once per image;
-   pass ``segments`` to use another segmentation or to trace ``lime`` (``jit``/``vmap``).
+   (:func:`quickshift_segments`, whose kernel scales with the image size). This runs in
+   numpy, outside ``jit``, once per image; pass ``segments`` to use another segmentation or
+   to trace ``lime`` (``jit``/``vmap``).
 2. **Samples** ``z_i ∈ {0, 1}^n``, ``i = 0..N−1``: each superpixel on with probability 1/2
    (``randint(0, 2)``), and ``z_0`` all on (the image itself). Sample ``i`` is drawn from
    ``fold_in(key, i)`` only (:func:`lime_samples`).
 3. **Scores** ``y_i = f_c(I_i)`` where ``I_i`` is the image with the superpixels off in ``z_i``
    set to the baseline (``x = m·I + (1 − m)·baseline``). LIME's default ``hide_color=None`` paints
-   each superpixel with its own mean colour: pass ``baseline=superpixel_mean_image(image, segments)``
-   for that; the default here is the project's shared baseline, the model's mean colour.
+   each superpixel with its own mean colour: pass
+   ``baseline=superpixel_mean_image(image, segments)`` for that; the default here is the
+   project's shared baseline, the model's mean colour.
 4. **Weights** ``π_i = sqrt(exp(−d_i² / w²))`` with ``d_i`` the cosine distance from ``z_i`` to the
    all-on vector, ``d_i = 1 − sqrt(|z_i| / n)`` (1 for ``z_i = 0``, as sklearn's
    ``pairwise_distances(metric="cosine")``), and kernel width ``w = 0.25``.
@@ -298,7 +300,7 @@ def _check_segments(segments, hw, max_segments):
 
 def lime(key, model_fn, image, target, *, config: LimeConfig = LimeConfig(), segments=None,
          baseline=None):
-    """The LIME map of class ``target``: each superpixel painted with its ridge weight, ``f32[h, w]``.
+    """The LIME map of class ``target``, each superpixel painted with its weight: ``f32[h, w]``.
 
     Args:
       key: PRNG key (``jax.random.key``); the same key gives a bit-identical map.

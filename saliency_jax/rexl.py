@@ -9,11 +9,12 @@ trajectory exactly as the reference ``evaluate.py`` (l.179–213; METHODS §3.4)
     for t = 1..k²:  r_t = ±p_c(canvas_t) (+1 for insertion);  uncov[a_t] = 1
                     sal += (r_t − old)·uncov;  old = r_t
 
-which telescopes, for a cell first visited at step ``t_c``, to ``p_{t_c−1} − p_{k²}`` (deletion,
-``p_0`` the original's probability) or ``p_{k²} − p_{t_c−1}`` (insertion; the first cell gets
-``p_{k²} + 1``); unvisited cells are 0. Normalisation as the code: deletion
-``(sal − min) / max`` (sic: divided by the max, not by max − min), insertion ``sal / max``; a zero
-max is replaced by 1 (the code would divide by zero). Then the ``k x k`` map is up-sampled to the
+which telescopes, for a cell first visited at step ``t_c``, to ``p_{t_c−1} − p_{k²}``
+(deletion, ``p_0`` the original's probability) or ``p_{k²} − p_{t_c−1}`` (insertion; the first
+cell gets ``p_{k²} + 1``); unvisited cells are 0. Normalisation as the code: deletion
+``(sal − min) / max`` (sic: divided by the max, not by max − min, so values can exceed 1 and a
+negative max flips the map), insertion ``sal / max``; a zero max is replaced by 1 (the code would
+divide by zero). Then the ``k x k`` map is up-sampled to the
 image with the mirror-boundary bilinear matrix of :mod:`saliency_jax.masks` (= skimage
 ``resize(order=1, mode='reflect')``, as the code).
 
@@ -21,7 +22,8 @@ Actions: ``deterministic=True`` takes the argmax of the policy (the paper's "det
 policy"); ``False`` samples, as ``evaluate.py`` does with SB2's default ``predict``.
 
 Cost: ``1 + k²`` black-box queries (the original, then one per step) — :func:`rexl_num_queries`
-— plus ``k² + 1`` (+1 for insertion) trunk passes and ``k²`` policy passes.
+— plus ``k² + 1`` trunk passes (+1 for insertion on the baseline colour) and ``k²`` policy
+passes.
 """
 
 from __future__ import annotations
@@ -80,7 +82,10 @@ class RexlConfig:
                    vf_layers=tuple(train["vf_layers"]))
 
 
-def rexl_num_queries(config: RexlConfig = RexlConfig()) -> int:
+DEFAULT_CONFIG = RexlConfig()
+
+
+def rexl_num_queries(config: RexlConfig = DEFAULT_CONFIG) -> int:
     """Black-box queries per explanation: ``1 + k²``."""
     return 1 + config.grid * config.grid
 
@@ -129,13 +134,14 @@ def _rexl(key, model_fn, features_fn, agent_params, image, target, mean_rgb, std
     k = config.grid
     images = image[None]
     p0 = model_fn(images)[0, target]
-    feats = rl_env.select_features(features_fn(images), config.stage)
-    if config.mode != "insertion":  # deletion never reads the original's features
-        feats = jnp.zeros_like(feats)
+    feats = rl_env.select_features(features_fn(images), config.stage)  # cached for the episode
+    blank = rl_env.blank_image_features(
+        features_fn, mean_rgb, (h, w), stage=config.stage,
+        needed=config.mode == "insertion" and config.substrate == "baseline")
     params = rl_env.EnvParams(
         model_fn=model_fn, features_fn=features_fn, images=images,
         targets=jnp.asarray(target, jnp.int32)[None], original_features=feats,
-        mean_rgb=mean_rgb, std_rgb=std_rgb, grid=k, mode=config.mode,
+        blank_features=blank, mean_rgb=mean_rgb, std_rgb=std_rgb, grid=k, mode=config.mode,
         substrate=config.substrate, mask_visited=config.mask_visited,
         num_class_planes=config.num_class_planes, stage=config.stage,
     )
@@ -210,7 +216,7 @@ def check_agent_params(agent_params, features_fn, image_hw, config: RexlConfig) 
         )
 
 
-def rexl(key, model_fn, image, target, *, config: RexlConfig = RexlConfig(), agent_params,
+def rexl(key, model_fn, image, target, *, config: RexlConfig = DEFAULT_CONFIG, agent_params,
          features_fn, baseline=None, deterministic=True) -> jax.Array:
     """RExL saliency of ``image`` for class ``target``: ``f32[h, w]`` in [0, 1].
 

@@ -40,6 +40,9 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 class RiseConfig:
     """RISE settings (hashable: static under ``jit``).
 
+    ``num_masks``, ``grid`` and ``batch_size`` set shapes and are compiled in; ``p_keep`` is
+    passed to the compiled call as a traced value, so changing it does not recompile.
+
     Attributes:
       num_masks: ``N``, the number of masks (model queries).
       grid: ``s`` or ``(s_h, s_w)``, grid cells per axis; at most the image size.

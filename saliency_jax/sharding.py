@@ -21,6 +21,12 @@ Transformations: the function may be called under ``jax.jit`` and ``jax.vmap``. 
 its share of chunks for the whole batch of images: the item (mask) axis is what is sharded,
 never the image axis. The mask axis is the long one (thousands of masks against a handful of
 images), so this keeps every device busy even for a single image.
+
+Placement: the computation spans all devices, so a concrete argument committed to one device
+(``jax.device_put(x, jax.devices()[1])``) must first be put on all of them: public functions
+call :func:`replicate` on their array arguments outside ``jit``. Under the caller's own ``jit``
+that is the caller's business. With ``jax.distributed`` the default devices are every host's
+(the same code path; not tested here on several hosts).
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ def linear_model(weights) -> jax.tree_util.Partial:
 
 
 def _region(region, images):
-    inside = jnp.sum(images.mean(-1) * region, axis=(1, 2)) / jnp.sum(region)
+    inside = jnp.sum(images.mean(-1) * region[None], axis=(1, 2)) / jnp.sum(region)
     return jnp.stack([inside, 1.0 - inside], axis=-1)
 
 
@@ -81,7 +81,7 @@ class TinyCNN(nn.Module):
 
 
 def _tiny_apply(variables, images, *, mean_rgb):
-    return jax.nn.softmax(TinyCNN().apply(variables, images - mean_rgb), axis=-1)
+    return jax.nn.softmax(TinyCNN().apply(variables, images - mean_rgb[None, None, None, :]), axis=-1)
 
 
 def tiny_cnn(key, image_hw=(32, 32)) -> tuple[jax.tree_util.Partial, dict]:

@@ -15,6 +15,10 @@ def _is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
+def _dtype(x):
+    return x.dtype if hasattr(x, "dtype") else np.result_type(x)
+
+
 def check_image(image, name: str = "image") -> tuple[int, int]:
     """``image`` must be float ``[h, w, 3]`` with finite values in [0, 1]; returns ``(h, w)``."""
     shape = np.shape(image)
@@ -24,7 +28,7 @@ def check_image(image, name: str = "image") -> tuple[int, int]:
         )
     if shape[-1] != 3:
         raise ValueError(f"{name} must have 3 channels (RGB, last axis), got shape {shape}")
-    dtype = np.result_type(image)
+    dtype = _dtype(image)
     if not np.issubdtype(dtype, np.floating):
         raise ValueError(
             f"{name} must be a float array in [0, 1], got dtype {dtype}; "
@@ -44,8 +48,8 @@ def check_target(target, num_classes: int, name: str = "target") -> None:
     """``target`` must be an integer scalar in ``[0, num_classes)``."""
     if np.ndim(target) != 0:
         raise ValueError(f"{name} must be a scalar class index, got shape {np.shape(target)}")
-    if not np.issubdtype(np.result_type(target), np.integer):
-        raise ValueError(f"{name} must be an integer class index, got {np.result_type(target)}")
+    if not np.issubdtype(_dtype(target), np.integer):
+        raise ValueError(f"{name} must be an integer class index, got {_dtype(target)}")
     if _is_concrete(target):
         t = int(target)
         if not 0 <= t < num_classes:

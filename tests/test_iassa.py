@@ -6,6 +6,10 @@ reference attention) or from the loop-level numpy port ``tests/reference/iassa_n
 
 import dataclasses
 import math
+import os
+import pathlib
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -452,3 +456,41 @@ def test_bad_call_arguments(key, model_fn, features_fn, images):
         lrpf.lrpf_attention({"a": jnp.zeros((4, 4, 2))}, out_hw=(4, 4))
     with pytest.raises(ValueError, match="features"):
         lrpf.lrpf_attention([jnp.zeros((1, 4, 4, 2))], out_hw=(4, 4))
+
+
+# --------------------------------------------------------------------------- devices
+
+_DEVICE_SCRIPT = """
+import sys, jax, jax.numpy as jnp, numpy as np, dataclasses
+jax.config.update("jax_numpy_rank_promotion", "raise")
+sys.path.insert(0, sys.argv[2])
+import test_iassa as T
+assert jax.device_count() == 3
+image = jax.random.uniform(jax.random.key(2), (32, 32, 3))
+out = {}
+for variant in ("paper", "reference"):
+    cfg = dataclasses.replace(T.SMALL, variant=variant, batch_size=16)
+    out[variant] = np.asarray(T.iassa(jax.random.key(0), T._tiny_model(1), image, 0, config=cfg,
+                                      features_fn=T._features_fn(0), return_iterations=True)[1])
+np.savez(sys.argv[1], **out)
+"""
+
+
+@pytest.mark.slow
+def test_three_devices_give_the_same_maps(tmp_path):
+    # The chunks of windows are split over devices (shard_map): same maps as one device.
+    out = tmp_path / "maps.npz"
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS="--xla_force_host_platform_device_count=3")
+    env["PYTHONPATH"] = os.pathsep.join([str(pathlib.Path(__file__).parents[1]),
+                                         env.get("PYTHONPATH", "")])
+    tests_dir = str(pathlib.Path(__file__).parent)
+    subprocess.run([sys.executable, "-c", _DEVICE_SCRIPT, str(out), tests_dir], check=True,
+                   env=env)
+    sharded = np.load(out)
+    image = jax.random.uniform(jax.random.key(2), (32, 32, 3))
+    for variant in ("paper", "reference"):
+        cfg = dataclasses.replace(SMALL, variant=variant, batch_size=16)
+        _, maps = iassa(jax.random.key(0), _tiny_model(1), image, 0, config=cfg,
+                        features_fn=_features_fn(0), return_iterations=True)
+        np.testing.assert_allclose(sharded[variant], np.asarray(maps), rtol=1e-5, atol=1e-6)

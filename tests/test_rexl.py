@@ -40,22 +40,16 @@ def scripted_agent(config, preference, channels=3):
     return params
 
 
-def _region(region, images):
-    inside = jnp.sum(images.mean(-1) * region[None], axis=(1, 2)) / jnp.sum(region)
-    return jnp.stack([inside, 1.0 - inside], axis=-1)
-
-
 _CALLS: list = []
 
 
 def _counting_region(region, images):
     jax.debug.callback(lambda: _CALLS.append(1))  # runs once per executed model call
-    return _region(region, images)
+    return testing.region_model(region)(images)
 
 
 def region_model():
-    """Score 0 = mean intensity of patch 6 (testing.region_model, broadcasting explicit);
-    counts its calls in ``_CALLS``."""
+    """``testing.region_model`` of patch 6 that counts its calls in ``_CALLS``."""
     region = np.zeros((H, W), bool)
     region[4:8, 8:12] = True  # patch (1, 2) = action 6
     return jax.tree_util.Partial(_counting_region, jnp.asarray(region, jnp.float32))
@@ -66,7 +60,7 @@ def reference_saliency(actions, scores, p0, grid, mode):
     sal = np.zeros((grid, grid))
     uncov = np.zeros((grid, grid))
     old = -p0 if mode == "deletion" else 0.0
-    for a, p in zip(actions, scores):
+    for a, p in zip(actions, scores, strict=True):
         r = -p if mode == "deletion" else p + 1.0
         uncov[a // grid, a % grid] = 1
         sal += (r - old) * uncov
@@ -132,15 +126,9 @@ def test_num_queries():
     assert rexl_num_queries(RexlConfig(grid=14)) == 197
 
 
-def _tiny_apply(variables, images, *, mean_rgb):
-    # testing.tiny_cnn's function with the mean broadcast explicitly (rank promotion is "raise").
-    return jax.nn.softmax(testing.TinyCNN().apply(variables, images - mean_rgb[None, None, None]))
-
-
 @pytest.fixture(scope="module")
 def contract_setup():
-    variables = jax.jit(testing.TinyCNN().init)(jax.random.key(1), jnp.zeros((1, H, W, 3)))
-    model_fn = jax.tree_util.Partial(_tiny_apply, variables, mean_rgb=jnp.full((3,), 0.5))
+    model_fn, _ = testing.tiny_cnn(jax.random.key(1), (H, W))
     config = RexlConfig(grid=K, mode="deletion", num_class_planes=3, **LAYERS)
     params = agent(jax.random.key(2), config, channels=3 + 3)
     images = jax.random.uniform(jax.random.key(3), (3, H, W, 3))

@@ -12,17 +12,6 @@ H = W = 16
 K = 4  # 4 x 4 grid of 4 x 4-pixel patches
 
 
-def _region(region, images):
-    inside = jnp.sum(images.mean(-1) * region[None], axis=(1, 2)) / jnp.sum(region)
-    return jnp.stack([inside, 1.0 - inside], axis=-1)
-
-
-def region_model(region):
-    """``testing.region_model`` (score 0 = mean intensity inside ``region``) without its implicit
-    rank promotion, which the suite's ``jax_numpy_rank_promotion="raise"`` rejects."""
-    return jax.tree_util.Partial(_region, jnp.asarray(region, jnp.float32))
-
-
 def pool(x):
     """A trunk stand-in: per-patch mean colour ``f32[b, K, K, 3]`` and a coarser stage."""
     b = x.shape[0]
@@ -33,7 +22,7 @@ def pool(x):
 def region_setup(mode, **kw):
     region = np.zeros((H, W), bool)
     region[4:8, 8:16] = True  # patches (1, 2) and (1, 3): actions 6 and 7
-    model = region_model(region)
+    model = testing.region_model(region)
     image = np.ones((1, H, W, 3), np.float32)
     return rl_env.make_env_params(model, pool, image, np.array([0]), grid=K, mode=mode,
                                   substrate="baseline", stage="layer1", **kw)
@@ -190,13 +179,42 @@ def test_vmap_over_environments_equals_loop():
     step = jax.jit(rl_env.step)
     out = jax.jit(jax.vmap(rl_env.step, in_axes=(0, 0, 0, None)))(keys, states, actions, params)
     for i in range(3):
-        single = step(keys[i], jax.tree.map(lambda x: x[i], states), actions[i], params)
+        state = jax.tree.map(lambda x, i=i: x[i], states)
+        single = step(keys[i], state, actions[i], params)
         np.testing.assert_allclose(out[2][i], single[2], rtol=1e-6)
         np.testing.assert_allclose(out[0][i], single[0], rtol=1e-6)
 
 
+def _fused(region, images):
+    return testing.region_model(region)(images), pool(images)
+
+
+@pytest.mark.parametrize("mode,substrate", [("deletion", "noise"), ("insertion", "baseline"),
+                                            ("insertion", "noise")])
+def test_fused_pass_gives_the_same_episode(mode, substrate):
+    region = np.zeros((H, W), bool)
+    region[2:9, 3:14] = True
+    model = testing.region_model(region)
+    fused = jax.tree_util.Partial(_fused, region)
+    image = np.random.default_rng(0).uniform(size=(H, W, 3)).astype(np.float32)
+    kw = dict(grid=K, mode=mode, substrate=substrate, stage="layer1")
+    plain = rl_env.make_env_params(model, pool, image, **kw)
+    one_pass = rl_env.make_env_params(model, pool, image, fused_fn=fused, **kw)
+    actions = np.r_[np.arange(K * K), [3, 1]]  # through an auto-reset
+    obs0, _, (obs, _, rewards, dones, _) = run_actions(plain, actions)
+    fobs0, _, (fobs, _, frewards, fdones, _) = run_actions(one_pass, actions)
+    np.testing.assert_array_equal(dones, fdones)
+    np.testing.assert_allclose(frewards, rewards, rtol=1e-6)
+    np.testing.assert_allclose(fobs0, obs0, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(fobs, obs, rtol=1e-6, atol=1e-7)
+    # the first observation is the trunk's features of the first canvas
+    substrate = _run_actions(plain, jnp.zeros(1, jnp.int32))[1].substrate
+    first = image if mode == "deletion" else np.asarray(substrate)
+    np.testing.assert_allclose(obs0[..., :3], pool(first[None])["layer1"][0], rtol=1e-6, atol=1e-7)
+
+
 def test_bad_inputs():
-    model = region_model(np.ones((H, W), bool))
+    model = testing.region_model(np.ones((H, W), bool))
     image = np.ones((H, W, 3), np.float32)
     with pytest.raises(ValueError, match="grid"):
         rl_env.make_env_params(model, pool, image, grid=3)
@@ -210,3 +228,5 @@ def test_bad_inputs():
         rl_env.make_env_params(model, pool, image, grid=K, stage="layer9")
     with pytest.raises(ValueError, match="images"):
         rl_env.make_env_params(model, pool, image * 2, grid=K)
+    with pytest.raises(ValueError, match="fused_fn"):
+        rl_env.make_env_params(model, pool, image, grid=K, fused_fn=lambda x: model(x))

@@ -7,16 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from saliency_jax import testing
 from saliency_jax.rl import checkpoint, networks, ppo
 from saliency_jax.rl import env as rl_env
 
 H = W = 16
 K = 4
-
-
-def _region(region, images):
-    inside = jnp.sum(images.mean(-1) * region[None], axis=(1, 2)) / jnp.sum(region)
-    return jnp.stack([inside, 1.0 - inside], axis=-1)
 
 
 def pool(x):
@@ -28,7 +24,7 @@ def region_params(mode="insertion", **kw):
     """Score = revealed fraction of patch 6 of a white image on black (the toy of the brief)."""
     region = np.zeros((H, W), bool)
     region[4:8, 8:12] = True  # patch (1, 2): action 6
-    model = jax.tree_util.Partial(_region, jnp.asarray(region, jnp.float32))
+    model = testing.region_model(region)
     return rl_env.make_env_params(model, pool, np.ones((H, W, 3), np.float32), np.array([0]),
                                   grid=K, mode=mode, substrate="baseline", **kw)
 
@@ -42,7 +38,8 @@ def test_gae_hand_computed():
     values = jnp.array([0.5, 1.0, 1.5])
     dones = jnp.array([False, True, False])
     adv, targets = ppo.gae(rewards, values, dones, jnp.array(2.0), gamma=0.9, lam=0.8)
-    # t=2: 3 + 0.9·2 − 1.5 = 3.3; t=1 (done): 2 − 1 = 1; t=0: (1 + 0.9·1 − 0.5) + 0.72·1 = 2.12
+    # t=2: 3 + 0.9·2 − 1.5 = 3.3; t=1 (done): 2 − 1 = 1;
+    # t=0: (1 + 0.9·1 − 0.5) + 0.9·0.8·1 = 2.12
     np.testing.assert_allclose(adv, [2.12, 1.0, 3.3], rtol=1e-6)
     np.testing.assert_allclose(targets, [2.62, 2.0, 4.8], rtol=1e-6)
 
@@ -101,8 +98,13 @@ def test_network_shapes_and_separate_branches():
 
 def test_make_train_smoke_and_vmapped_seeds():
     params = region_params()
-    train = jax.jit(jax.vmap(ppo.make_train(TINY), in_axes=(0, None)))
-    runner, metrics = train(jax.random.split(jax.random.key(0), 2), params)
+    seen = []
+    train = ppo.make_train(TINY, callback=lambda step, m: seen.append((step, m["episodes"])))
+    runner, metrics = jax.jit(jax.vmap(train, in_axes=(0, None)))(
+        jax.random.split(jax.random.key(0), 2), params)
+    jax.effects_barrier()
+    # progress from inside the compiled loop: once per update and seed
+    assert sorted(int(s) for s, _ in seen) == [1, 1, 2, 2]
     for name in ("episode_return", "value_loss", "policy_loss", "entropy", "approx_kl"):
         assert metrics[name].shape == (2, TINY.num_updates)
         assert np.all(np.isfinite(metrics[name]))
@@ -163,7 +165,7 @@ def test_checkpoint_resume_is_bit_identical(learned, tmp_path):
                                      checkpoint_every=8, progress=False, max_chunks=1)
     assert not (tmp_path / "agent").exists()
     assert not all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(part),
-                                                          jax.tree.leaves(full)))
+                                                          jax.tree.leaves(full), strict=True))
     # a fresh call resumes from the update-8 checkpoint (its key argument is not used)
     resumed, resumed_metrics = checkpoint.train_agent(
         LEARN, params, tmp_path, key=jax.random.key(99), checkpoint_every=8, progress=False)

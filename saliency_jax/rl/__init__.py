@@ -10,7 +10,7 @@
 The inference explainer is :func:`saliency_jax.rexl.rexl`.
 """
 
-from saliency_jax.rl.env import REXL, EnvParams, EnvState, Environment, make_env_params
+from saliency_jax.rl.env import REXL, Environment, EnvParams, EnvState, make_env_params
 from saliency_jax.rl.networks import ActorCritic
 from saliency_jax.rl.ppo import TrainConfig, make_train
 

@@ -27,7 +27,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from saliency_jax.rl import ppo
-from saliency_jax.rl.env import REXL, EnvParams, Environment, observation_shape
+from saliency_jax.rl.env import REXL, Environment, EnvParams, observation_shape
 
 
 def save_agent(path, params, meta: dict) -> pathlib.Path:
@@ -93,13 +93,14 @@ def _manager(directory: pathlib.Path) -> ocp.CheckpointManager:
 def train_agent(config: ppo.TrainConfig, env_params, out_dir, *, key, env: Environment = REXL,
                 checkpoint_every: int = 10, progress: bool = True, max_chunks: int | None = None,
                 meta: dict | None = None):
-    """Train (or resume training) an agent with PPO, checkpointing every ``checkpoint_every`` updates.
+    """Train (or resume) an agent with PPO, checkpointing every ``checkpoint_every`` updates.
 
     Args:
       config: the :class:`~saliency_jax.rl.ppo.TrainConfig`.
       env_params: the environment's parameters (e.g. :func:`~saliency_jax.rl.env.make_env_params`).
-      out_dir: the run folder (see the module doc). If it holds checkpoints of the same run, training
-        resumes from the latest; a different ``config`` or environment raises ``ValueError``.
+      out_dir: the run folder (see the module doc). If it holds checkpoints of the same run,
+        training resumes from the latest; a different ``config`` or environment raises
+        ``ValueError``.
       key: ``jax.random.key``: the run's randomness (ignored when resuming: the saved key is used).
       env: the :class:`~saliency_jax.rl.env.Environment` (default RExL).
       checkpoint_every: updates per compiled chunk and between checkpoints.

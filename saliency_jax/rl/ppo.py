@@ -131,10 +131,10 @@ class RunnerState(NamedTuple):
 def gae(rewards, values, dones, last_value, *, gamma: float, lam: float):
     """Generalised advantage estimation over a rollout of ``T`` steps (time is axis 0).
 
-    ``δ_t = r_t + γ V_{t+1} (1 − d_t) − V_t``, ``A_t = δ_t + γ λ (1 − d_t) A_{t+1}``, where ``d_t``
-    says the episode ended at step ``t`` (so ``V_{t+1}``, the next episode's first value, is not
-    bootstrapped) and ``V_T = last_value``. Returns ``(advantages, targets = A + V)``, both
-    shaped like ``rewards`` (``f32[T, ...]``).
+    ``δ_t = r_t + γ V_{t+1} (1 − d_t) − V_t``, ``A_t = δ_t + γ λ (1 − d_t) A_{t+1}``, where
+    ``d_t`` says the episode ended at step ``t`` (so ``V_{t+1}``, the next episode's first value,
+    is not bootstrapped) and ``V_T = last_value``. Returns ``(advantages, targets = A + V)``,
+    both shaped like ``rewards`` (``f32[T, ...]``).
     """
     not_done = 1.0 - dones.astype(jnp.float32)
     next_values = jnp.concatenate([values[1:], last_value[None]], axis=0)
@@ -165,7 +165,8 @@ def ppo_loss(logits, values, actions, old_log_probs, old_values, advantages, tar
              normalize_advantages: bool = True) -> LossInfo:
     """The clipped PPO objective on a minibatch of ``B`` transitions (to be minimised).
 
-    ``ratio = exp(log π(a) − log π_old(a))``; ``L_π = −mean(min(ratio·Â, clip(ratio, 1±ε)·Â))``
+    ``ratio = exp(log π(a) − log π_old(a))``;
+    ``L_π = −mean(min(ratio·Â, clip(ratio, 1±ε)·Â))``
     with ``Â`` the advantages (normalised to mean 0, std 1 when ``normalize_advantages``);
     ``L_V = ½ mean(max((V − G)², (V_old + clip(V − V_old, ±ε) − G)²))``;
     ``H = mean entropy``; ``total = L_π + vf_coef·L_V − ent_coef·H``.
@@ -186,9 +187,8 @@ def ppo_loss(logits, values, actions, old_log_probs, old_values, advantages, tar
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
     log_ratio = log_probs - old_log_probs
     ratio = jnp.exp(log_ratio)
-    policy_loss = -jnp.mean(
-        jnp.minimum(ratio * advantages, jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantages)
-    )
+    clipped_ratio = jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
+    policy_loss = -jnp.mean(jnp.minimum(ratio * advantages, clipped_ratio * advantages))
     total = policy_loss + vf_coef * value_loss - ent_coef * entropy
     approx_kl = jnp.mean((ratio - 1.0) - log_ratio)
     clip_frac = jnp.mean((jnp.abs(ratio - 1.0) > clip_eps).astype(jnp.float32))
@@ -332,16 +332,24 @@ def run_updates(config: TrainConfig, env: Environment, runner: RunnerState, env_
     return jax.lax.scan(_update, runner, None, num_updates)
 
 
-def make_train(config: TrainConfig, env: Environment = REXL):
+def make_train(config: TrainConfig, env: Environment = REXL, *, callback=None):
     """``train(key, env_params) -> (runner_state, metrics)``: the whole run as one pure function.
 
     ``runner_state.train_state.params`` are the trained network's parameters; ``metrics`` holds
     ``f32[num_updates]`` per metric (see :func:`update_step`). Compile it with ``jax.jit``; vmap it
-    over keys for several seeds.
+    over keys for several seeds. ``callback(update, metrics)``, if given, is called from inside
+    the compiled loop after every update (``jax.debug.callback``), e.g. to print progress.
     """
 
     def train(key, env_params):
         runner = init_runner(config, env, key, env_params)
-        return run_updates(config, env, runner, env_params, config.num_updates)
+
+        def _update(r, unused):
+            r, metrics = update_step(config, env, r, env_params)
+            if callback is not None:
+                jax.debug.callback(callback, r.train_state.step, metrics)
+            return r, metrics
+
+        return jax.lax.scan(_update, runner, None, config.num_updates)
 
     return train

@@ -1,0 +1,44 @@
+"""The default-classifier trainer: learns, checkpoints, and resumes to identical parameters."""
+
+import jax
+import numpy as np
+import pytest
+
+from saliency_jax.train_classifier import ClassifierTrainConfig, train_classifier
+
+CONFIG = ClassifierTrainConfig(model="resnet_small", num_train=32, num_test=12, batch_size=8,
+                               num_steps=4, steps_per_checkpoint=2, warmup_steps=1)
+
+
+def test_resumed_run_ends_with_the_same_parameters(tmp_path):
+    full, metrics = train_classifier(CONFIG, tmp_path / "full", progress=False)
+    assert metrics["config"]["num_steps"] == 4 and len(metrics["history_this_run"]) == 2
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert np.isfinite(metrics["history_this_run"][-1]["loss"])
+
+    assert train_classifier(CONFIG, tmp_path / "cut", progress=False, max_steps=2) == (None, None)
+    resumed, metrics = train_classifier(CONFIG, tmp_path / "cut", progress=False)
+    assert [h["step"] for h in metrics["history_this_run"]] == [4]  # only steps 3-4 ran
+    for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(resumed), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert (tmp_path / "cut" / "variables").exists()
+
+
+def test_training_changes_the_parameters_and_lowers_the_loss(tmp_path):
+    config = ClassifierTrainConfig(model="resnet_small", num_train=16, num_test=6, batch_size=16,
+                                   num_steps=6, steps_per_checkpoint=3, warmup_steps=1,
+                                   learning_rate=1e-2)
+    _, metrics = train_classifier(config, tmp_path, progress=False)
+    first, last = metrics["history_this_run"]
+    assert last["loss"] < first["loss"]  # fitting 16 images: the loss must fall
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"num_steps": 5, "steps_per_checkpoint": 2}, "multiple of steps_per_checkpoint"),
+     ({"batch_size": 0}, "batch_size"),
+     ({"batch_size": 64, "num_train": 32}, "exceeds num_train")],
+)
+def test_bad_config(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ClassifierTrainConfig(**kwargs)
