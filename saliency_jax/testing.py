@@ -7,6 +7,7 @@ the ``ModelFn`` contract (``f32[b, h, w, 3] -> f32[b, k]``) exactly like a real 
 from __future__ import annotations
 
 import contextlib
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -82,6 +83,34 @@ class TinyCNN(nn.Module):
 
 def _tiny_apply(variables, images, *, mean_rgb):
     return jax.nn.softmax(TinyCNN().apply(variables, images - mean_rgb[None, None, None, :]), axis=-1)
+
+
+def _tiny_trunk(variables, images, *, mean_rgb):
+    x = images - mean_rgb[None, None, None, :]
+    for name in ("Conv_0", "Conv_1"):
+        conv = nn.Conv(TinyCNN.width, (3, 3), strides=2)
+        x = jax.nn.relu(conv.apply({"params": variables["params"][name]}, x))
+    return x
+
+
+def _tiny_head(variables, activations):
+    dense = nn.Dense(TinyCNN.num_classes)
+    return dense.apply({"params": variables["params"]["Dense_0"]}, activations.mean(axis=(1, 2)))
+
+
+class TinyCam(NamedTuple):
+    trunk: jax.tree_util.Partial
+    head: jax.tree_util.Partial
+
+
+def tiny_cam(model_fn):
+    """A :func:`tiny_cnn` model split for Grad-CAM: ``(trunk, head)`` sharing its leaves.
+
+    ``trunk(images)`` is the last conv's ReLU output; ``head(activations)`` the logits.
+    """
+    variables, mean_rgb = model_fn.args[0], model_fn.keywords["mean_rgb"]
+    return TinyCam(jax.tree_util.Partial(_tiny_trunk, variables, mean_rgb=mean_rgb),
+               jax.tree_util.Partial(_tiny_head, variables))
 
 
 def tiny_cnn(key, image_hw=(32, 32)) -> tuple[jax.tree_util.Partial, dict]:

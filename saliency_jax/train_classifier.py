@@ -127,6 +127,50 @@ def evaluate_accuracy(model_fn, images_u8, labels, *, batch_size: int = 100) -> 
     return float(np.mean(np.asarray(preds) == np.asarray(labels)))
 
 
+def same_area_elsewhere(mask, rng: np.random.Generator, *, margin: int = 2) -> np.ndarray:
+    """A compact region with exactly ``mask.sum()`` pixels that stays ``margin`` px off ``mask``.
+
+    The pixels outside the dilated object nearest to a random seed point outside it.
+    """
+    from scipy import ndimage
+
+    area = int(mask.sum())
+    free = ~ndimage.binary_dilation(mask, iterations=margin)
+    if free.sum() < area:
+        raise ValueError(f"the object covers too much of the image to occlude {area} px elsewhere")
+    ys, xs = np.nonzero(free)
+    pick = rng.integers(len(ys))
+    dist = (ys - ys[pick]) ** 2 + (xs - xs[pick]) ** 2
+    nearest = np.argsort(dist, kind="stable")[:area]
+    region = np.zeros_like(mask)
+    region[ys[nearest], xs[nearest]] = True
+    return region
+
+
+def object_reliance(model_fn, images_u8, labels, masks, *, seed: int = 0) -> dict:
+    """Does the classifier use the object? The true-class probability and accuracy on the
+    original images, with the object occluded (filled with the model's mean colour), and with
+    a region of the same area occluded elsewhere (away from the object)."""
+    rng = np.random.default_rng(seed)
+    elsewhere = np.stack([same_area_elsewhere(m, rng) for m in masks])
+    mean = np.asarray(model_fn.keywords.get("mean_rgb", np.zeros(3)), np.float32)
+    x = images_u8.astype(np.float32) / 255.0
+
+    def occluded(region):
+        return np.where(region[..., None], mean, x)
+
+    def scores(images):
+        probs = jax.lax.map(lambda im: model_fn(im[None])[0], jnp.asarray(images), batch_size=100)
+        probs = np.asarray(probs)
+        true = probs[np.arange(len(labels)), labels]
+        return {"true_class_prob": float(true.mean()),
+                "accuracy": float(np.mean(probs.argmax(-1) == labels))}
+
+    return {"original": scores(x), "object_occluded": scores(occluded(masks)),
+            "same_area_elsewhere_occluded": scores(occluded(elsewhere)),
+            "num_images": len(labels)}
+
+
 def train_classifier(config: ClassifierTrainConfig, out_dir, *, key=None, progress=True,
                      max_steps: int | None = None):
     """Train (or resume) and save ``out_dir/variables`` (orbax) plus ``out_dir/metrics.json``.
@@ -188,6 +232,7 @@ def train_classifier(config: ClassifierTrainConfig, out_dir, *, key=None, progre
     metrics = {
         "config": dataclasses.asdict(config),
         "test_accuracy": accuracy,
+        "object_reliance": object_reliance(model_fn, test["image"], test["label"], test["mask"]),
         "data_seconds": data_seconds,
         "train_seconds_this_run": train_seconds,
         "history_this_run": history,

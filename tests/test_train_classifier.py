@@ -42,3 +42,31 @@ def test_training_changes_the_parameters_and_lowers_the_loss(tmp_path):
 def test_bad_config(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ClassifierTrainConfig(**kwargs)
+
+
+def test_same_area_elsewhere_is_disjoint_and_of_equal_area():
+    from saliency_jax.train_classifier import same_area_elsewhere
+
+    mask = np.zeros((40, 40), bool)
+    mask[5:15, 8:20] = True
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        region = same_area_elsewhere(mask, rng)
+        assert region.sum() == mask.sum()
+        assert not (region & mask).any()
+    with pytest.raises(ValueError, match="too much"):
+        same_area_elsewhere(np.ones((10, 10), bool) ^ np.eye(10, dtype=bool), rng)
+
+
+def test_object_reliance_on_a_model_that_looks_at_the_object_only():
+    from saliency_jax import testing
+    from saliency_jax.train_classifier import object_reliance
+
+    mask = np.zeros((32, 32), bool)
+    mask[4:12, 4:12] = True
+    model_fn = testing.region_model(mask)  # class 0 = brightness inside the object
+    images = np.full((2, 32, 32, 3), 255, np.uint8)
+    out = object_reliance(model_fn, images, np.zeros(2, int), np.stack([mask, mask]))
+    assert out["original"]["true_class_prob"] == pytest.approx(1.0)
+    assert out["object_occluded"]["true_class_prob"] == pytest.approx(0.0)  # black baseline
+    assert out["same_area_elsewhere_occluded"]["true_class_prob"] == pytest.approx(1.0)
