@@ -19,10 +19,14 @@ def _evaluate(args) -> int:
     from saliency_jax import data, embedded
     from saliency_jax.evaluate import EvaluateConfig, run_evaluate
 
+    synthetic = args.dataset.startswith("saliency_shapes")
+    model = args.model or ("resnet_small" if synthetic or args.dataset != "photos"
+                           else "efficientnet_lite0")
     config = EvaluateConfig(
-        dataset=args.dataset, split=args.split, model=args.model, checkpoint=args.checkpoint,
+        dataset=args.dataset, split=args.split, model=model, checkpoint=args.checkpoint,
         methods=tuple(args.methods), num_images=args.num_images, num_masks=args.num_masks,
-        image_size=args.image_size, seed=args.seed, target=args.target, data_dir=args.data_dir,
+        image_size=args.image_size or (112 if synthetic else 224), seed=args.seed,
+        target=args.target, data_dir=args.data_dir,
     )
     out = pathlib.Path(args.out or f"runs/evaluate-{config.dataset.replace('/', '_')}-{config.model}")
     from saliency_jax import methods
@@ -119,13 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("methods", nargs="*", default=list(DEFAULT_METHODS),
                     help=f"methods to run (default: all); available: {available_methods()}")
     ev.add_argument("--dataset", default="saliency_shapes")
-    ev.add_argument("--split", default="test")
-    ev.add_argument("--model", default="resnet_small")
+    ev.add_argument("--split", default=None, help="default: the dataset's evaluation split")
+    ev.add_argument("--model", default=None,
+                    help="default: resnet_small, or efficientnet_lite0 for --dataset photos")
     ev.add_argument("--checkpoint", default=None)
     ev.add_argument("--num-images", type=int, default=16)
     ev.add_argument("--num-masks", type=int, default=None, help="RISE masks (default 4000)")
-    ev.add_argument("--image-size", type=int, default=112)
-    ev.add_argument("--target", choices=("label", "top1"), default="label")
+    ev.add_argument("--image-size", type=int, default=None,
+                    help="default: 112 for saliency_shapes, 224 otherwise")
+    ev.add_argument("--target", choices=("auto", "label", "top1"), default="auto",
+                    help="class explained: the label where there is one (auto), or top-1")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--data-dir", default=None)
     ev.add_argument("--out", default=None)
@@ -139,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="default: efficientnet_lite0 for image files, resnet_small for --dataset")
     ex.add_argument("--checkpoint", default=None)
     ex.add_argument("--dataset", default=None)
-    ex.add_argument("--split", default="test")
+    ex.add_argument("--split", default=None)
     ex.add_argument("--indices", type=int, nargs="+", default=[0])
     ex.add_argument("--data-dir", default=None)
     ex.add_argument("--image-size", type=int, default=None)

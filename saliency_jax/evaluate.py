@@ -28,7 +28,7 @@ RECORD_VERSION = 1
 @dataclasses.dataclass(frozen=True)
 class EvaluateConfig:
     dataset: str = "saliency_shapes"
-    split: str = "test"
+    split: str | None = None
     model: str = "resnet_small"
     checkpoint: str | None = None
     """Orbax variables; None = the packaged checkpoint of ``model`` (embedded default)."""
@@ -37,8 +37,9 @@ class EvaluateConfig:
     num_masks: int | None = None
     image_size: int = 112
     seed: int = 0
-    target: str = "label"
-    """``label`` (ground-truth class, as in the pointing game) or ``top1`` (RISE Table 1)."""
+    target: str = "auto"
+    """``label`` (ground-truth class, as in the pointing game), ``top1`` (RISE Table 1), or
+    ``auto``: the label where the example has one (>= 0), else the top-1 class."""
     data_dir: str | None = None
     iou_threshold: float = 0.3
     """Min-max relative threshold of the IASSA code for IoU/F1."""
@@ -112,8 +113,11 @@ def method_key(seed: int, index: int, name: str):
 def evaluate_image(model_fn, example, method_list, config: EvaluateConfig, index: int):
     """All methods and metrics on one example; returns ``(record, maps)``."""
     image = jnp.asarray(example["image"], jnp.float32) / 255.0
-    if config.target == "label":
-        target = jnp.asarray(int(example["label"]), jnp.int32)
+    label = int(example.get("label", -1))
+    if config.target == "label" and label < 0:
+        raise ValueError(f"example {index} has no label; use target 'top1' or 'auto'")
+    if config.target == "label" or (config.target == "auto" and label >= 0):
+        target = jnp.asarray(label, jnp.int32)
     else:
         target = methods.top1(model_fn, image)
     record = {"version": RECORD_VERSION, "index": index, "target": int(target), "methods": {}}
@@ -135,7 +139,7 @@ def evaluate_image(model_fn, example, method_list, config: EvaluateConfig, index
             "deletion_curve": np.asarray(dele.scores).tolist(),
             "insertion_curve": np.asarray(ins.scores).tolist(),
         }
-        if example.get("mask") is not None:
+        if example.get("mask") is not None and np.any(example["mask"]):
             gt = np.asarray(example["mask"], bool)
             entry["pointing"] = bool(metrics.pointing_game(saliency, gt, tolerance=config.tolerance))
             entry["iou"] = float(

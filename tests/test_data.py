@@ -440,3 +440,14 @@ def test_load_image_file(tmp_path):
         data.load_image_file(tmp_path / "bad.jpg", image_size=8)
     with pytest.raises(ValueError, match="image_size"):
         data.load_image_file(tmp_path / "a.png", image_size=(8,))
+
+
+def test_bundled_photos_dataset():
+    from saliency_jax.data import load
+
+    photos = load("photos", image_size=64)
+    assert len(photos) == 6 and photos.num_classes == 0
+    example = photos[1]
+    assert example["id"] == "chelsea" and example["label"] == -1
+    assert example["image"].shape == (64, 64, 3) and example["image"].dtype == np.uint8
+    assert photos[5]["image"].shape == (64, 64, 3)  # the greyscale camera, as RGB

@@ -73,6 +73,7 @@ DEFAULT_CROP_FRACTION = 0.875
 
 _DEFAULT_SPLITS = {
     shapes.NAME: "test",
+    "photos": "test",
     "imagenet2012": "validation",
     "voc/2007": "test",
     "coco/2014": "validation",
@@ -331,6 +332,23 @@ def _parse_shapes_config(config_name: str | None) -> shapes.SaliencyShapesConfig
 # ImageNet, VOC, COCO
 
 
+PHOTOS = ("coffee", "chelsea", "astronaut", "rocket", "stereo_motorcycle", "camera")
+"""Photos bundled inside the scikit-image wheel (nothing is downloaded); no labels."""
+
+
+def _convert_photo(name, i, *, geometry) -> dict[str, Any]:
+    from skimage import data as skdata
+
+    image = getattr(skdata, name)()
+    if name == "stereo_motorcycle":
+        image = image[0]  # the left view
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    full = {"image_full": np.ascontiguousarray(image[..., :3]), "label": -1,
+            "labels": np.zeros((0,), np.int32), "id": name}
+    return _finish(full, _Geometry(image.shape[:2], *geometry))
+
+
 def _convert_imagenet(raw, i, *, geometry) -> dict[str, Any]:
     image = np.asarray(raw["image"])
     label = int(raw["label"])
@@ -531,7 +549,8 @@ def load(
 
     Args:
         name: ``"saliency_shapes"`` (or ``"saliency_shapes/<config>"``, e.g. ``"…/224"``),
-            ``"imagenet2012"``, ``"voc/2007"`` or ``"coco/2014"``.
+            ``"imagenet2012"``, ``"voc/2007"``, ``"coco/2014"``, or ``"photos"`` (the photos
+            bundled in scikit-image, :data:`PHOTOS`, unlabelled: label -1).
         split: defaults to ``test`` (shapes, VOC) or ``validation`` (ImageNet, COCO).
         data_dir: the TFDS data directory. For ``saliency_shapes``, ``None`` renders the
             examples on the fly (identical to a prepared copy); other datasets use TFDS's
@@ -586,6 +605,10 @@ def load(
         )
 
     size = (DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE) if size is None else size
+    if canonical == "photos":
+        convert = functools.partial(_convert_photo, geometry=(size, resize, crop_fraction))
+        return ExampleSource(name="photos", split=split, records=PHOTOS, convert=convert,
+                             class_names=())
     if canonical == "imagenet2012":
         records, info = _open_tfds(canonical, canonical, split, data_dir)
         class_names = info.features["label"].names
