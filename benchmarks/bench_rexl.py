@@ -2,7 +2,8 @@
 
 The black box is the packaged ``resnet_small`` (112 x 112, synthetic shapes); the RExL agents are
 the packaged ones (``saliency_jax/assets/agents/rexl_<mode>_resnet_small``, trained by
-``benchmarks/train_default_agents.py``); RISE uses N masks (default 4000, s = 7, p = 0.5).
+``benchmarks/train_default_agents.py``); RISE uses N masks (default 4000, s = 7, p = 0.5); a
+uniform random map is the floor.
 Metrics follow the RISE protocol (METHODS §5.1) with the step scaled to the image:
 ``step = 56`` px at 112² (= 224 px at 224², 224 steps); deletion to the model's mean colour
 (lower is better), insertion from the ``gkern(11, 5)`` blur (higher is better); the class is the
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import pathlib
 import statistics
 import sys
@@ -27,8 +29,15 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+import models  # noqa: E402
 from benchmarks import common  # noqa: E402
-from benchmarks.train_default_agents import AGENTS, MODEL, load_black_box  # noqa: E402
+from benchmarks.train_default_agents import (  # noqa: E402
+    AGENTS,
+    MODEL,
+    black_box,
+    classifier_path,
+    variables_digest,
+)
 from saliency_jax import metrics  # noqa: E402
 from saliency_jax.data import shapes  # noqa: E402
 from saliency_jax.rexl import load_rexl_agent, rexl, rexl_num_queries  # noqa: E402
@@ -76,10 +85,13 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--modes", default="deletion,insertion")
     parser.add_argument("--out-name", default="rexl_vs_rise")
+    parser.add_argument("--classifier", default=None,
+                        help="classifier variables folder (default: the packaged one)")
     args = parser.parse_args(argv)
     log = functools.partial(print, flush=True)
 
-    model_fn, features_fn, _ = load_black_box()
+    variables = models.load_variables(classifier_path(args.classifier), name=MODEL)
+    model_fn = models.classifier(MODEL, variables)
     data = shapes.generate_arrays("test", args.num_images, seed=0, image_size=112)
     images = jnp.asarray(data["image"], jnp.float32) / 255.0
     probs = jax.jit(lambda m, x: m(x))(model_fn, images)
@@ -94,18 +106,26 @@ def main(argv=None):
             log(f"no agent at {path}: skipped")
             continue
         agent_params, config = load_rexl_agent(path)
+        agent_digest = json.loads((path / "agent.json").read_text()).get("classifier_sha256")
+        if agent_digest != variables_digest(variables):
+            log(f"warning: {path.name} was trained on another classifier (sha256 differs)")
+        _, features_fn, _ = black_box(variables, config.stage)
         for deterministic in (True, False):
             explain = functools.partial(rexl, config=config, agent_params=agent_params,
                                         features_fn=features_fn, deterministic=deterministic)
             name = f"rexl_{mode}_{'argmax' if deterministic else 'sampled'}"
             results.append(evaluate(name, explain, rexl_num_queries(config), model_fn, images,
                                     targets, key, log))
+    random_map = lambda k, m, x, t: jax.random.uniform(k, x.shape[:2])  # noqa: E731
+    results.append(evaluate("random_map", random_map, 0, model_fn, images, targets, key, log))
     rise_config = RiseConfig(num_masks=args.num_masks, grid=7, p_keep=0.5, batch_size=100)
     results.append(evaluate(f"rise_{args.num_masks}",
                             functools.partial(rise, config=rise_config), args.num_masks,
                             model_fn, images, targets, key, log))
     rise_row = results[-1]
     for row in results[:-1]:
+        if row["queries"] == 0:
+            continue
         row["insertion_vs_rise"] = row["insertion_auc"] / rise_row["insertion_auc"]
         row["deletion_vs_rise"] = row["deletion_auc"] / rise_row["deletion_auc"]
         row["queries_vs_rise"] = row["queries"] / rise_row["queries"]
@@ -113,8 +133,9 @@ def main(argv=None):
         log(f"{row['method']:28s} insertion {row['insertion_vs_rise']:.3f}x RISE, deletion "
             f"{row['deletion_vs_rise']:.3f}x RISE, queries 1/{1 / row['queries_vs_rise']:.0f}, "
             f"time {row['time_vs_rise']:.3f}x")
-    payload = dict(model=MODEL, image_size=112, num_images=args.num_images, step=STEP,
-                   classifier_test_accuracy=accuracy, results=results,
+    payload = dict(model=MODEL, classifier_sha256=variables_digest(variables), image_size=112,
+                   num_images=args.num_images, step=STEP,
+                   classifier_accuracy_on_these_images=accuracy, results=results,
                    environment=common.environment(), command=" ".join(sys.argv))
     log(f"wrote {common.write_result(args.out_name, payload)}")
 

@@ -103,6 +103,124 @@ def iassa_section(lines):
     lines += ["", f"Device {d['device']}, jax {d['jax']}.", ""]
 
 
+def evaluate_section(lines, name, title):
+    d = _load(name)
+    if d is None:
+        return
+    c = d["config"]
+    lines += [f"## {title} (`bench_evaluate.py`)", "",
+              f"{d['what']}. Deletion/insertion step {c['deletion_insertion_step']} px, "
+              f"pointing tolerance {c['pointing_tolerance_px']:g} px, IoU/F1 at "
+              f"{c['iou_f1_threshold']}. Mean ± std over images; s / image is the median wall "
+              "time per image of the explanation alone (metrics not included; the median "
+              "absorbs the first image's compilation).", "", d["table_md"], "",
+              f"Measured on {_env(d)}; {d['wall_s_this_call']:.0f} s for the whole call. "
+              f"Command: `{d['command']}`.", ""]
+
+
+def classifiers_section(lines):
+    root = HERE.parent / "saliency_jax" / "assets" / "classifiers"
+    rows = []
+    for path in sorted(root.glob("*/metrics.json")):
+        m = json.loads(path.read_text())
+        r = m.get("object_reliance")
+        if r is None:
+            continue
+        cfg = m["config"]
+        rows.append(
+            f"| {cfg['model']} | {m['test_accuracy']:.3f} | {cfg['num_steps']} | "
+            f"{cfg['num_train']} | {r['original']['true_class_prob']:.3f} | "
+            f"{r['object_box_occluded']['true_class_prob']:.3f} "
+            f"({r['object_box_occluded']['accuracy']:.2f}) | "
+            f"{r['same_area_elsewhere_occluded']['true_class_prob']:.3f} "
+            f"({r['same_area_elsewhere_occluded']['accuracy']:.2f}) | "
+            f"{m['train_seconds_this_run'] / 60:.0f} |")
+    if not rows:
+        return
+    lines += ["## Default classifiers (`saliency-jax train-classifier`)", "",
+              "Test accuracy on 600 held-out synthetic images, and whether the classifier uses "
+              "the object: mean true-class probability (accuracy) on the originals, with the "
+              "object's tight box filled with the mean colour, and with a region of the same "
+              "area filled elsewhere (away from the object).", "",
+              "| model | test acc. | steps | train images | p(true) | object box occluded | "
+              "same area elsewhere | train min |", "|---|---|---|---|---|---|---|---|", *rows, ""]
+
+
+def rexl_section(lines):
+    d = _load("rexl_vs_rise")
+    if d is None:
+        return
+    lines += ["## RExL vs RISE (`bench_rexl.py`)", "",
+              f"{d['model']}, {d['num_images']} test images, {d['image_size']}², step "
+              f"{d['step']} px. Ratios against RISE on the same images.", "",
+              "| method | queries | deletion ↓ | insertion ↑ | ins. ÷ RISE | del. ÷ RISE | "
+              "s / image |", "|---|---|---|---|---|---|---|"]
+    for r in d["results"]:
+        ins_r = r.get("insertion_vs_rise")
+        del_r = r.get("deletion_vs_rise")
+        lines.append(
+            f"| {r['method']} | {r['queries']} | {r['deletion_auc']:.3f} ± "
+            f"{r['deletion_auc_std']:.3f} | {r['insertion_auc']:.3f} ± "
+            f"{r['insertion_auc_std']:.3f} | {'' if ins_r is None else f'{ins_r:.2f}'} | "
+            f"{'' if del_r is None else f'{del_r:.2f}'} | {r['median_s_per_image']:.2f} |")
+    lines += ["", f"Measured on {_env(d)}. Command: `{d['command']}`.", ""]
+
+
+def rlcam_section(lines):
+    d = _load("rlcam")
+    if d is None:
+        return
+    lines += ["## RL-CAM (`train_rlcam_agent.py evaluate`)", "",
+              f"{d['what']}; {d['images']}. Masks: {d['masks']}.", "",
+              "| method | IoU ↑ | F1 ↑ | precision | recall | deletion ↓ | insertion ↑ | "
+              "mask area | queries | s / image |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in d["methods"].items():
+        s = r["summary"]
+        lines.append(
+            f"| {name} | {s['iou']['mean']:.3f} | {s['f1']['mean']:.3f} | "
+            f"{s['precision']['mean']:.3f} | {s['recall']['mean']:.3f} | "
+            f"{s['deletion']['mean']:.3f} | {s['insertion']['mean']:.3f} | "
+            f"{s['mask_fraction']['mean']:.3f} | {s['queries']['mean']:.0f} | "
+            f"{s['wall_s']['median']:.2f} |")
+    lines += ["", f"Measured on {_env(d)}. Command: `{d['command']}`.", ""]
+
+
+def iassa_iterations_section(lines):
+    d = _load("iassa_iterations")
+    if d is None:
+        return
+    lines += ["## IASSA per iteration (`bench_iassa_iterations.py`)", "",
+              f"{d['what']}; {d['images']}.", "",
+              "| variant | t | cumulative queries | deletion ↓ | insertion ↑ | pointing ↑ | "
+              "IoU ↑ | F1 ↑ |", "|---|---|---|---|---|---|---|---|"]
+    for variant, r in d["results"].items():
+        for row in r["curve"]:
+            lines.append(
+                f"| {variant} | {row['iteration']} | {row['cumulative_queries']} | "
+                f"{row['deletion']:.3f} | {row['insertion']:.3f} | {row['pointing']:.3f} | "
+                f"{row['iou']:.3f} | {row['f1']:.3f} |")
+    lines += ["", f"Measured on {_env(d)}. Command: `{d['command']}`.", ""]
+
+
+README = HERE.parent / "README.md"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def readme_results():
+    """Replaces the block between the README's results markers with the main-job tables."""
+    text = README.read_text()
+    if START not in text or END not in text:
+        return
+    block = []
+    evaluate_section(block, "evaluate_shapes", "Synthetic benchmark, packaged resnet_small")
+    evaluate_section(block, "evaluate_photos", "Bundled photos, EfficientNet-Lite0")
+    body = "\n".join(line.replace("## ", "### ", 1) if line.startswith("## ") else line
+                     for line in block)
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    README.write_text(f"{head}{START}\n{body}\n{END}{tail}")
+
+
 def main():
     lines = ["# Benchmarks", "",
              "Every figure below is read from `results/*.json` by `make_tables.py`; rerun a "
@@ -110,9 +228,14 @@ def main():
              "development machine, shared with other work (the load average is recorded): "
              "ratios are measured in one run with interleaved calls, times are medians, compile "
              "time is reported apart. No GPU figures: no accelerator was lent.", ""]
-    for section in (rise_section, torch_section, metrics_section, iassa_section):
+    classifiers_section(lines)
+    evaluate_section(lines, "evaluate_shapes", "The main job on the synthetic benchmark")
+    evaluate_section(lines, "evaluate_photos", "The main job on the bundled photos")
+    for section in (rise_section, torch_section, metrics_section, iassa_section,
+                    iassa_iterations_section, rexl_section, rlcam_section):
         section(lines)
     (HERE / "README.md").write_text("\n".join(lines))
+    readme_results()
     print("\n".join(lines))
 
 

@@ -1,23 +1,28 @@
 """Train the packaged RL-CAM agent of the embedded default and measure it against greedy and RISE.
 
-The black box is the packaged default classifier ``resnet_small`` (112 x 112, 6 classes); the
-agent is dataset-wide (episodes on uniformly drawn training images of the synthetic shapes
-benchmark, target = the label). Environment: a 7 x 7 grid of 16-px patches (``P = 49``, 99
-actions, ``2P = 98`` look-ahead queries per step), horizon ``T = 12`` (the target object covers
-2–10 % of the image, i.e. 1–5 patches; the rest of the horizon is room for refinements),
-``λ = 1`` (a patch must gain ``1/P ≈ 0.02`` of probability to be worth adding).
+``train`` is a thin wrapper of :func:`saliency_jax.agents.train_rlcam_default` (the same training
+as ``saliency-jax train-agent --method rlcam``). The black box is the packaged default classifier
+``resnet_small`` (112 x 112, 6 classes); the agent is dataset-wide (episodes on uniformly drawn
+training images of the synthetic shapes benchmark, target = the label). Environment
+(``saliency_jax.agents.RLCAM_CONFIG``): a 7 x 7 grid of 16-px patches (``P = 49``, 99 actions,
+``2P = 98`` look-ahead queries per step), horizon ``T = 12`` (the target object covers 2–10 % of
+the image, i.e. 1–5 patches; the rest of the horizon is room for refinements), ``λ = 1`` (a
+patch must gain ``1/P ≈ 0.02`` of probability to be worth adding).
 
     python benchmarks/train_rlcam_agent.py train        # ~15 min on 2 busy CPU cores; resumable
     python benchmarks/train_rlcam_agent.py evaluate     # RL-CAM vs greedy vs RISE on 16 test images
 
 ``train`` writes checkpoints to ``runs/agents/rlcam_resnet_small/`` (run the same command again to
-resume) and the final agent to ``saliency_jax/assets/agents/rlcam_resnet_small/`` (``params/``
-orbax, ``agent.json``, ``metrics.json``); :func:`saliency_jax.rlcam.load_rlcam_agent` loads it.
-``evaluate`` writes ``benchmarks/results/rlcam.json``: per method the mean (± std over images) of
-IoU, F1 (Dice), precision and recall of the binary mask against the GT object mask, deletion AUC
-(lower is better) and insertion AUC (higher is better) with ``step = 56`` px, the number of
-model queries and the wall time per image (the first image, which compiles, excluded).
-Binary masks: RL-CAM and greedy give theirs; RISE's map is binarised with
+resume) and the final agent to ``saliency_jax/assets/agents/rlcam_resnet_small/`` (``--out``
+elsewhere; ``params/`` orbax, ``agent.json`` with the classifier's sha256, ``metrics.json``);
+:func:`saliency_jax.rlcam.load_rlcam_agent` loads it.
+``evaluate`` (the agent of ``--agent``, default the packaged one) writes
+``benchmarks/results/rlcam.json``: for the learned agent (argmax actions, and
+``rlcam_sampled``: actions sampled as in training), the greedy baseline and RISE, the mean (± std
+over images) of IoU, F1 (Dice), precision and recall of the binary mask against the GT object
+mask, deletion AUC (lower is better) and insertion AUC (higher is better) with ``step = 56`` px,
+the number of model queries and the wall time per image (the first image, which compiles,
+excluded). Binary masks: RL-CAM and greedy give theirs; RISE's map is binarised with
 ``metrics.binarize(threshold=0.3, mode="relative")`` (the IASSA code's rule).
 """
 
@@ -26,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import shutil
 import statistics
 import sys
 import time
@@ -38,21 +42,24 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import models  # noqa: E402
-from saliency_jax import embedded, metrics, rlcam  # noqa: E402
+from saliency_jax import agents, metrics, rlcam  # noqa: E402
 from saliency_jax.data import shapes  # noqa: E402
 from saliency_jax.rise import RiseConfig, rise  # noqa: E402
-from saliency_jax.rlcam import RlcamConfig  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-AGENT_DIR = REPO / "saliency_jax" / "assets" / "agents" / "rlcam_resnet_small"
-RUN_DIR = REPO / "runs" / "agents" / "rlcam_resnet_small"
-MODEL = "resnet_small"
-CONFIG = RlcamConfig(grid=7, horizon=12, size_penalty=1.0, batch_size=98)
+MODEL = agents.DEFAULT_MODEL
+AGENT_DIR = agents.packaged_agent_dir("rlcam", MODEL)
+RUN_DIR = REPO / "runs" / "agents" / agents.agent_name("rlcam", MODEL)
+CONFIG = agents.RLCAM_CONFIG
 
 
-def load_model_fn():
-    path = embedded.packaged_classifier_dir(MODEL) / "variables"
-    return models.classifier(MODEL, models.load_variables(path, name=MODEL))
+def classifier_path(args) -> pathlib.Path:
+    """The classifier's variables folder: ``--classifier`` or the packaged default."""
+    return agents.classifier_path(args.classifier, model=MODEL)
+
+
+def load_model_fn(args):
+    return models.classifier(MODEL, models.load_variables(classifier_path(args), name=MODEL))
 
 
 def load_split(split: str, n: int, seed: int = 0):
@@ -62,39 +69,15 @@ def load_split(split: str, n: int, seed: int = 0):
 
 
 def train(args) -> dict:
-    model_fn = load_model_fn()
-    images, labels, _ = load_split("train", args.num_images)
-    train_config = rlcam.default_train_config(
-        CONFIG, num_envs=args.num_envs, num_updates=args.updates, update_epochs=args.epochs,
-        num_minibatches=4, lr=args.lr)
-    meta = {"model": MODEL, "dataset": "saliency_shapes/train", "num_images": args.num_images,
-            "targets": "labels", "seed": args.seed, "command": " ".join(sys.argv)}
-    t0 = time.perf_counter()
-    _, history = rlcam.train_rlcam(CONFIG, images, labels, model_fn, args.run_dir,
-                                   key=jax.random.key(args.seed), train_config=train_config,
-                                   checkpoint_every=args.checkpoint_every, meta=meta)
-    call_s = time.perf_counter() - t0
-    run_dir = pathlib.Path(args.run_dir)
-    if not (run_dir / "agent").exists():
-        print("interrupted; run again to resume")
-        return {}
-    if AGENT_DIR.exists():
-        shutil.rmtree(AGENT_DIR)
-    shutil.copytree(run_dir / "agent", AGENT_DIR)
-    summary = json.loads((run_dir / "metrics.json").read_text())
-    returns = summary["history"]["episode_return"]
-    tenth = max(1, len(returns) // 10)
-    summary.update(
-        first_episode_return=float(np.mean(returns[:tenth])),
-        last_episode_return=float(np.mean(returns[-tenth:])),
-        this_call_s=call_s,
-        environment={"device": jax.devices()[0].device_kind, "jax": jax.__version__},
-    )
-    (AGENT_DIR / "metrics.json").write_text(json.dumps(summary, indent=1) + "\n")
-    size = sum(f.stat().st_size for f in AGENT_DIR.rglob("*") if f.is_file())
+    variables = agents.load_classifier_variables(args.classifier, model=MODEL)
+    summary = agents.train_rlcam_default(
+        classifier_variables=variables, run_dir=args.run_dir, out=args.out, model=MODEL,
+        config=CONFIG, updates=args.updates, num_envs=args.num_envs, epochs=args.epochs,
+        lr=args.lr, num_images=args.num_images, seed=args.seed,
+        checkpoint_every=args.checkpoint_every)
     print(f"rlcam agent: {summary['wall_s']:.0f} s training, episode return "
           f"{summary['first_episode_return']:.3f} -> {summary['last_episode_return']:.3f}, "
-          f"{size / 1e6:.2f} MB at {AGENT_DIR}")
+          f"at {summary['agent_dir']}")
     return summary
 
 
@@ -107,13 +90,18 @@ def _timed(fn, *args):
 def evaluate(args) -> dict:
     from benchmarks import common
 
-    model_fn = load_model_fn()
+    model_fn = load_model_fn(args)
     images, labels, gt = load_split("test", args.num_test)
-    agent, config = rlcam.load_rlcam_agent(AGENT_DIR)
+    agent, config = rlcam.load_rlcam_agent(args.agent)
     rise_config = RiseConfig(num_masks=args.rise_masks, grid=7, p_keep=0.5, batch_size=100)
 
     def learned(key, image, target):
         r = rlcam.rlcam_explain(key, model_fn, image, target, config=config, agent_params=agent)
+        return r.saliency, r.mask, r.num_queries
+
+    def sampled(key, image, target):
+        r = rlcam.rlcam_explain(key, model_fn, image, target, config=config, agent_params=agent,
+                                deterministic=False)
         return r.saliency, r.mask, r.num_queries
 
     def greedy(key, image, target):
@@ -124,7 +112,10 @@ def evaluate(args) -> dict:
         sal = rise(key, model_fn, image, target, config=rise_config)
         return sal, metrics.binarize(sal, threshold=0.3, mode="relative"), args.rise_masks
 
-    methods = {"rlcam": learned, "rlcam_greedy": greedy, "rise": rise_method}
+    methods = {"rlcam": learned, "rlcam_sampled": sampled, "rlcam_greedy": greedy,
+               "rise": rise_method}
+    if args.methods:
+        methods = {k: v for k, v in methods.items() if k in args.methods.split(",")}
     results = {}
     for name, method in methods.items():
         rows = []
@@ -155,13 +146,14 @@ def evaluate(args) -> dict:
         "rise_config": {"num_masks": args.rise_masks, "grid": 7, "p_keep": 0.5},
         "masks": "rlcam/greedy: the episode's final patch mask; rise: binarize relative 0.3",
         "deletion_insertion": "step = 56 px (225 evaluations), baseline / blur substrates",
-        "wall_s": "per image incl. the metrics' own queries excluded; first image (compile) "
-                  "excluded from mean/median",
+        "wall_s": "per image, the explainer only (the metrics' queries not included); the "
+                  "first image (compile) excluded from mean/median",
         "methods": results,
         "environment": common.environment(),
         "command": " ".join(sys.argv),
+        "classifier": str(classifier_path(args)),
     }
-    path = common.write_result("rlcam", payload)
+    path = common.write_result(args.name, payload)
     for name, r in results.items():
         s = r["summary"]
         print(f"{name:13s} IoU {s['iou']['mean']:.3f} F1 {s['f1']['mean']:.3f} "
@@ -176,18 +168,27 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train")
-    t.add_argument("--updates", type=int, default=40)
+    t.add_argument("--updates", type=int, default=32)
     t.add_argument("--num-envs", type=int, default=8)
     t.add_argument("--epochs", type=int, default=8)
     t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--num-images", type=int, default=512)
+    t.add_argument("--num-images", type=int, default=128)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--checkpoint-every", type=int, default=5)
     t.add_argument("--run-dir", type=pathlib.Path, default=RUN_DIR)
+    t.add_argument("--out", type=pathlib.Path, default=AGENT_DIR,
+                   help="where the final agent goes (default: the packaged one)")
     e = sub.add_parser("evaluate")
     e.add_argument("--num-test", type=int, default=16)
     e.add_argument("--rise-masks", type=int, default=4000)
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--methods", default="", help="comma-separated subset (default: all)")
+    e.add_argument("--name", default="rlcam", help="results/<name>.json")
+    e.add_argument("--agent", type=pathlib.Path, default=AGENT_DIR,
+                   help="the agent folder (default: the packaged one)")
+    for p in (t, e):
+        p.add_argument("--classifier", default=None,
+                       help="resnet_small variables folder (default: the packaged one)")
     args = parser.parse_args(argv)
     (train if args.command == "train" else evaluate)(args)
 

@@ -4,6 +4,7 @@
                                 synthetic benchmark with the packaged small ResNet)
 ``saliency-jax explain``        maps for image files or dataset items, as .npy and PNG overlays
 ``saliency-jax train-classifier``  retrain a default classifier on the synthetic benchmark
+``saliency-jax train-agent``    train (resumably) the RExL or RL-CAM agent for a classifier
 ``saliency-jax convert-weights``   torch/safetensors state dict -> orbax variables
 """
 
@@ -18,13 +19,15 @@ import sys
 def _evaluate(args) -> int:
     from saliency_jax import data, embedded
     from saliency_jax.evaluate import EvaluateConfig, run_evaluate
+    from saliency_jax.methods import DEFAULT_METHODS
 
     synthetic = args.dataset.startswith("saliency_shapes")
     model = args.model or ("resnet_small" if synthetic or args.dataset != "photos"
                            else "efficientnet_lite0")
     config = EvaluateConfig(
         dataset=args.dataset, split=args.split, model=model, checkpoint=args.checkpoint,
-        methods=tuple(args.methods), num_images=args.num_images, num_masks=args.num_masks,
+        methods=tuple(args.methods) or DEFAULT_METHODS, num_images=args.num_images,
+        num_masks=args.num_masks,
         image_size=args.image_size or (112 if synthetic else 224), seed=args.seed,
         target=args.target, data_dir=args.data_dir,
     )
@@ -36,7 +39,7 @@ def _evaluate(args) -> int:
                         image_size=config.image_size)
     context = methods.model_context(config.model, variables, (config.image_size,) * 2)
     summary = run_evaluate(config, out, model_fn=model_fn, dataset=dataset, context=context,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, skip_unavailable=not args.methods)
     from saliency_jax.evaluate import markdown_table
     print(markdown_table(summary))
     print(f"\nresults: {out}/results.json, {out}/table.md, {out}/examples.png, {out}/curves.png")
@@ -90,9 +93,54 @@ def _train_classifier(args) -> int:
 
     config = ClassifierTrainConfig(model=args.model, num_steps=args.steps,
                                    steps_per_checkpoint=args.steps_per_checkpoint,
-                                   num_train=args.num_train, data_seed=args.seed)
+                                   num_train=args.num_train, data_seed=args.seed,
+                                   learning_rate=args.learning_rate, batch_size=args.batch_size,
+                                   augment=not args.no_augment, init_from=args.init_from)
     _, metrics = train_classifier(config, args.out, progress=not args.no_progress)
     print(json.dumps({k: metrics[k] for k in ("test_accuracy", "train_seconds_this_run")}))
+    return 0
+
+
+def _command_line(args) -> str:
+    """The parsed arguments as a command line (recorded with the agent)."""
+    words = ["saliency-jax", args.command]
+    for name, value in vars(args).items():
+        if name in ("func", "command") or value is None or value is False:
+            continue
+        words.append(f"--{name.replace('_', '-')}")
+        if value is not True:
+            words.append(str(value))
+    return " ".join(words)
+
+
+def _train_agent(args) -> int:
+    from saliency_jax import agents
+
+    if args.method == "rlcam" and args.mode is not None:
+        raise ValueError("--mode applies to --method rexl only")
+    if args.install and args.out is not None:
+        raise ValueError("give --out or --install, not both")
+    agent = "rlcam" if args.method == "rlcam" else f"rexl_{args.mode or 'deletion'}"
+    name = agents.agent_name(agent, args.model)
+    run_dir = pathlib.Path(args.run_dir or pathlib.Path("runs") / "agents" / name)
+    out = agents.packaged_agent_dir(agent, args.model) if args.install else args.out
+    variables = agents.load_classifier_variables(args.classifier, model=args.model)
+    options = {k: v for k, v in (("updates", args.updates), ("num_envs", args.num_envs),
+                                 ("num_images", args.num_images),
+                                 ("checkpoint_every", args.checkpoint_every)) if v is not None}
+    common = dict(classifier_variables=variables, run_dir=run_dir, out=out, model=args.model,
+                  seed=args.seed, image_size=args.image_size, progress=not args.no_progress,
+                  command=_command_line(args), **options)
+    if args.method == "rexl":
+        summary = agents.train_rexl(args.mode or "deletion", **common)
+    else:
+        summary = agents.train_rlcam_default(**common)
+    if summary is None:
+        print(f"interrupted; run the same command again to resume from {run_dir}")
+        return 1
+    print(f"{name}: {summary['wall_s']:.0f} s of training, mean episode return (first/last "
+          f"tenth) {summary['first_episode_return']:.3f} -> {summary['last_episode_return']:.3f}"
+          f"\nagent: {summary['agent_dir']}")
     return 0
 
 
@@ -120,8 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     ev = sub.add_parser("evaluate", help="methods x metrics table on a dataset")
-    ev.add_argument("methods", nargs="*", default=list(DEFAULT_METHODS),
-                    help=f"methods to run (default: all); available: {available_methods()}")
+    ev.add_argument("methods", nargs="*", default=[],
+                    help=f"methods to run (default: {' '.join(DEFAULT_METHODS)}, leaving out "
+                    f"those unavailable for the model); available: {available_methods()}")
     ev.add_argument("--dataset", default="saliency_shapes")
     ev.add_argument("--split", default=None, help="default: the dataset's evaluation split")
     ev.add_argument("--model", default=None,
@@ -162,9 +211,45 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--steps-per-checkpoint", type=int, default=250)
     tc.add_argument("--num-train", type=int, default=8000)
     tc.add_argument("--seed", type=int, default=0)
+    tc.add_argument("--learning-rate", type=float, default=2e-3)
+    tc.add_argument("--batch-size", type=int, default=64)
+    tc.add_argument("--no-augment", action="store_true",
+                    help="no random flips/90-degree rotations of training images")
+    tc.add_argument("--init-from", default=None,
+                    help="fine-tune: start from these saved variables of the same model")
     tc.add_argument("--out", required=True)
     tc.add_argument("--no-progress", action="store_true")
     tc.set_defaults(func=_train_classifier)
+
+    ta = sub.add_parser("train-agent", help="train the RExL or RL-CAM agent for a classifier",
+                        description="Train a dataset-wide agent on the synthetic shapes training "
+                        "images for a classifier (resumable: the same command again resumes "
+                        "from the last checkpoint in --run-dir).")
+    ta.add_argument("--method", choices=("rexl", "rlcam"), required=True)
+    ta.add_argument("--mode", choices=("deletion", "insertion"), default=None,
+                    help="RExL's environment (default deletion)")
+    ta.add_argument("--model", default="resnet_small", help="the classifier's registry name")
+    ta.add_argument("--classifier", default=None,
+                    help="its variables folder (default: the packaged one of --model)")
+    ta.add_argument("--updates", type=int, default=None,
+                    help="PPO updates (default 600 for rexl, 32 for rlcam)")
+    ta.add_argument("--num-envs", type=int, default=None,
+                    help="parallel episodes (default 16 for rexl, a multiple of 4; 8 for rlcam)")
+    ta.add_argument("--num-images", type=int, default=None,
+                    help="training images (default 2048 for rexl, 128 for rlcam)")
+    ta.add_argument("--image-size", type=int, default=112)
+    ta.add_argument("--checkpoint-every", type=int, default=None,
+                    help="updates between checkpoints (default 20 for rexl, 5 for rlcam)")
+    ta.add_argument("--seed", type=int, default=0)
+    ta.add_argument("--run-dir", default=None,
+                    help="checkpoints (default runs/agents/<agent name>)")
+    ta.add_argument("--out", default=None,
+                    help="where the final agent goes (default <run-dir>/agent)")
+    ta.add_argument("--install", action="store_true",
+                    help="write the agent into the package as the default for --model "
+                    "(replacing the packaged one)")
+    ta.add_argument("--no-progress", action="store_true")
+    ta.set_defaults(func=_train_agent)
 
     cw = sub.add_parser("convert-weights", help="torch state dict -> orbax variables")
     cw.add_argument("src", nargs="?", default=None, help=".pth/.pt/.safetensors (default: the "

@@ -125,7 +125,13 @@ def evaluate_image(model_fn, example, method_list, config: EvaluateConfig, index
     for method in method_list:
         key = method_key(config.seed, index, method.name)
         t0 = time.perf_counter()
-        saliency = jax.block_until_ready(method.explain(key, model_fn, image, target))
+        if method.explain_counted is None:  # a fixed cost: method.queries
+            saliency = jax.block_until_ready(method.explain(key, model_fn, image, target))
+            queries = method.queries
+        else:  # the cost varies per image (RL-CAM stops early)
+            saliency, queries = jax.block_until_ready(
+                method.explain_counted(key, model_fn, image, target))
+            queries = int(queries)
         seconds = time.perf_counter() - t0
         saliency = jnp.asarray(saliency, jnp.float32)
         maps[method.name] = np.asarray(saliency)
@@ -133,7 +139,7 @@ def evaluate_image(model_fn, example, method_list, config: EvaluateConfig, index
         ins = metrics.insertion(model_fn, image, saliency, target, step=config.step)
         entry = {
             "seconds": seconds,
-            "queries": method.queries,
+            "queries": queries,
             "deletion": float(dele.auc),
             "insertion": float(ins.auc),
             "deletion_curve": np.asarray(dele.scores).tolist(),
@@ -161,10 +167,11 @@ def summarize(records, method_list) -> dict:
                  if all(k in row for row in rows)}
         stats = aggregate.mean_std(table)
         seconds = np.array([row["seconds"] for row in rows])
+        queries = [row["queries"] for row in rows]
         summary[method.name] = {
             "description": method.description,
             "metrics": stats,
-            "queries": method.queries,
+            "queries": queries[0] if len(set(queries)) == 1 else round(float(np.mean(queries)), 1),
             "median_seconds": float(np.median(seconds)),
             "first_seconds": float(seconds[0]),
             "num_images": len(rows),
@@ -194,12 +201,15 @@ def markdown_table(summary: dict) -> str:
 
 
 def run_evaluate(config: EvaluateConfig, out_dir, *, model_fn, dataset, context=None,
-                 progress: bool = True):
+                 progress: bool = True, skip_unavailable: bool | None = None):
     """Evaluate ``config.methods`` on the first ``config.num_images`` items of ``dataset``.
 
     ``dataset[i]`` must give DESIGN's example dict (``image`` uint8, ``label``, optional
     ``mask``). ``context`` (a :class:`methods.ModelContext`) is needed by the methods that use
-    more than the black box (Grad-CAM, IASSA, the RL agents). Writes records, maps,
+    more than the black box (Grad-CAM, IASSA, the RL agents). ``skip_unavailable`` (default:
+    when ``config.methods`` is the default set) leaves out, with a printed note, the methods
+    unavailable for the model (e.g. RExL without an agent for this classifier) instead of
+    raising. Writes records, maps,
     ``results.json``, ``table.md``, ``examples.png`` and ``curves.png`` under ``out_dir``;
     returns the summary dict.
     """
@@ -211,7 +221,11 @@ def run_evaluate(config: EvaluateConfig, out_dir, *, model_fn, dataset, context=
         )
     if context is None:
         context = methods.ModelContext(config.model, {}, (config.image_size, config.image_size))
-    method_list = methods.build_methods(config.methods, context, num_masks=config.num_masks)
+    if skip_unavailable is None:
+        skip_unavailable = tuple(config.methods) == methods.DEFAULT_METHODS
+    note = lambda name, why: print(f"note: {name} skipped: {why}")  # noqa: E731
+    method_list = methods.build_methods(config.methods, context, num_masks=config.num_masks,
+                                        on_unavailable=note if skip_unavailable else None)
     out = pathlib.Path(out_dir)
     _check_run_dir(out, config)
     (out / "records").mkdir(exist_ok=True)

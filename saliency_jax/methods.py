@@ -6,7 +6,15 @@ counts, probabilities, sample and iteration counts are kept.
 
 A method is built from a :class:`ModelContext` (the registry name and variables of the model
 being explained) because some need more than the black box: Grad-CAM its gradients, IASSA and
-the RL agents its stage features.
+the RL agents its stage features. A method that cannot run for the model (no RExL agent trained
+for this classifier, an image size its grid does not divide) raises
+:class:`MethodUnavailableError`; ``build_methods(..., on_unavailable=...)`` skips such methods.
+
+The RL methods use the agents of :mod:`saliency_jax.agents` (packaged for ``resnet_small``):
+``rexl`` / ``rexl_insertion`` only for the classifier they were trained on (same registry name
+and variables' sha256, same image size); ``rlcam`` for any classifier and any image size its
+7 x 7 grid divides (its observation is made of look-ahead scores only); ``rlcam_greedy`` needs
+no agent.
 """
 
 from __future__ import annotations
@@ -18,11 +26,19 @@ import jax
 import jax.numpy as jnp
 
 import models
+from saliency_jax import agents
 from saliency_jax.gradcam import gradcam
 from saliency_jax.iassa import REFERENCE_LEVELS, IassaConfig, iassa, iassa_num_queries
 from saliency_jax.lime import LimeConfig, lime
 from saliency_jax.occlusion import OcclusionConfig, occlusion
+from saliency_jax.rexl import rexl, rexl_num_queries
 from saliency_jax.rise import RiseConfig, rise
+from saliency_jax.rl.env import check_grid
+from saliency_jax.rlcam import rlcam_explain, rlcam_greedy_explain, rlcam_num_queries
+
+
+class MethodUnavailableError(ValueError):
+    """The method cannot run for this model or image size (e.g. no agent trained for it)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,8 +57,12 @@ class Method:
     name: str
     explain: Callable
     queries: int
-    """Black-box model queries (forward passes of one image) per explanation."""
+    """Black-box model queries (forward passes of one image) per explanation; for a method whose
+    cost varies per image (it may stop early), the most."""
     description: str
+    explain_counted: Callable | None = None
+    """For a method whose cost varies per image: ``(key, model_fn, image, target) -> (map,
+    queries i32[])``, the queries that explanation made."""
 
 
 def _random_map(key, model_fn, image, target):
@@ -117,6 +137,97 @@ def _iassa_reference(ctx: ModelContext, num_masks: int | None) -> Method:
                          f"IASSA (released-code variant), k={config.iterations}")
 
 
+def rexl_method(ctx: ModelContext, *, mode: str = "deletion", agent_dir=None,
+                deterministic: bool = True, name: str | None = None) -> Method:
+    """RExL with the agent trained for ``ctx``'s classifier (default: the packaged one).
+
+    Argmax actions by default (the :func:`~saliency_jax.rexl.rexl` default), else sampled.
+    Raises :class:`MethodUnavailableError` when the agent is missing or was trained for another
+    classifier or image size (the message says how to train one).
+    """
+    name = name or ("rexl" if mode == "deletion" else f"rexl_{mode}")
+    try:
+        params, config, features, meta = agents.rexl_agent_for(
+            ctx.name, ctx.variables, ctx.image_hw, mode=mode, agent_dir=agent_dir)
+    except ValueError as err:
+        raise MethodUnavailableError(str(err)) from None
+
+    def explain(key, model_fn, image, target):
+        return rexl(key, model_fn, image, target, config=config, agent_params=params,
+                    features_fn=features, deterministic=deterministic)
+
+    actions = "argmax" if deterministic else "sampled"
+    return Method(name, explain, rexl_num_queries(config),
+                  f"RExL ({config.mode} agent, {actions} actions, k={config.grid}, "
+                  f"{config.substrate} substrate; trained for {meta['model']} "
+                  f"sha256 {meta['classifier_sha256'][:12]})")
+
+
+def rlcam_method(ctx: ModelContext, *, agent_dir=None, deterministic: bool = True,
+                 name: str = "rlcam") -> Method:
+    """RL-CAM with a trained agent (default: the packaged one; argmax actions by default).
+
+    The agent observes look-ahead scores only, so it runs on any classifier and any image size
+    its grid divides; it stops when it chooses, so ``queries`` is the most and
+    ``explain_counted`` gives each image's count.
+    """
+    try:
+        params, config, meta = agents.rlcam_agent_for(ctx.image_hw, model=ctx.name,
+                                                      agent_dir=agent_dir)
+    except ValueError as err:
+        raise MethodUnavailableError(str(err)) from None
+
+    def explain_counted(key, model_fn, image, target):
+        result = rlcam_explain(key, model_fn, image, target, config=config, agent_params=params,
+                               deterministic=deterministic)
+        return result.saliency, result.num_queries
+
+    def explain(key, model_fn, image, target):
+        return explain_counted(key, model_fn, image, target)[0]
+
+    actions = "argmax" if deterministic else "sampled"
+    trained = meta.get("model", "?")
+    return Method(name, explain, rlcam_num_queries(config),
+                  f"RL-CAM (learned agent, {actions} actions, k={config.grid}, "
+                  f"T={config.steps}, λ={config.size_penalty:g}; trained on {trained}"
+                  f"{'' if trained == ctx.name else ', scores-only observation'}; "
+                  "it may stop early, so its queries vary per image)",
+                  explain_counted=explain_counted)
+
+
+def _rexl(ctx: ModelContext, num_masks: int | None) -> Method:
+    return rexl_method(ctx, mode="deletion")
+
+
+def _rexl_insertion(ctx: ModelContext, num_masks: int | None) -> Method:
+    return rexl_method(ctx, mode="insertion")
+
+
+def _rlcam(ctx: ModelContext, num_masks: int | None) -> Method:
+    return rlcam_method(ctx)
+
+
+def _rlcam_greedy(ctx: ModelContext, num_masks: int | None) -> Method:
+    """The greedy look-ahead baseline of RL-CAM (no agent), with the default agent's MDP."""
+    config = agents.RLCAM_CONFIG
+    try:
+        check_grid(config.grid, ctx.image_hw, name="rlcam_greedy's grid")
+    except ValueError as err:
+        raise MethodUnavailableError(str(err)) from None
+
+    def explain_counted(key, model_fn, image, target):
+        result = rlcam_greedy_explain(key, model_fn, image, target, config=config)
+        return result.saliency, result.num_queries
+
+    def explain(key, model_fn, image, target):
+        return explain_counted(key, model_fn, image, target)[0]
+
+    return Method("rlcam_greedy", explain, rlcam_num_queries(config),
+                  f"RL-CAM greedy look-ahead baseline (no agent), k={config.grid}, "
+                  f"T={config.steps}, λ={config.size_penalty:g}; stops when no toggle helps",
+                  explain_counted=explain_counted)
+
+
 def _random(ctx: ModelContext, num_masks: int | None) -> Method:
     return Method("random", _random_map, 0, "uniform random map (sanity floor)")
 
@@ -128,23 +239,40 @@ FACTORIES: dict[str, Callable[[ModelContext, int | None], Method]] = {
     "lime": _lime,
     "iassa": _iassa,
     "iassa_reference": _iassa_reference,
+    "rexl": _rexl,
+    "rexl_insertion": _rexl_insertion,
+    "rlcam": _rlcam,
+    "rlcam_greedy": _rlcam_greedy,
     "random": _random,
 }
-DEFAULT_METHODS = ("rise", "iassa", "iassa_reference", "occlusion", "gradcam", "lime", "random")
+DEFAULT_METHODS = ("rise", "iassa", "rexl", "rlcam", "occlusion", "gradcam", "lime", "random")
 
 
 def available_methods() -> list[str]:
     return list(FACTORIES)
 
 
-def build_methods(names, ctx: ModelContext, *, num_masks: int | None = None) -> list[Method]:
-    """Instantiate ``names`` for ``ctx``; unknown names raise ValueError listing the known."""
+def build_methods(names, ctx: ModelContext, *, num_masks: int | None = None,
+                  on_unavailable: Callable[[str, str], None] | None = None) -> list[Method]:
+    """Instantiate ``names`` for ``ctx``; unknown names raise ValueError listing the known.
+
+    A method unavailable for ``ctx`` raises :class:`MethodUnavailableError`, or, when
+    ``on_unavailable`` is given, is left out and reported as ``on_unavailable(name, reason)``.
+    """
     unknown = [n for n in names if n not in FACTORIES]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; available: {available_methods()}")
     if len(set(names)) != len(names):
         raise ValueError(f"methods must not repeat, got {list(names)}")
-    return [FACTORIES[n](ctx, num_masks) for n in names]
+    built = []
+    for n in names:
+        try:
+            built.append(FACTORIES[n](ctx, num_masks))
+        except MethodUnavailableError as err:
+            if on_unavailable is None:
+                raise
+            on_unavailable(n, str(err))
+    return built
 
 
 def top1(model_fn, image) -> jax.Array:

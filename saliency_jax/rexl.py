@@ -85,6 +85,10 @@ class RexlConfig:
 DEFAULT_CONFIG = RexlConfig()
 
 
+def _network(config: RexlConfig) -> networks.ActorCritic:
+    return networks.ActorCritic(config.grid ** 2, config.pi_layers, config.vf_layers)
+
+
 def rexl_num_queries(config: RexlConfig = DEFAULT_CONFIG) -> int:
     """Black-box queries per explanation: ``1 + k²``."""
     return 1 + config.grid * config.grid
@@ -145,7 +149,7 @@ def _rexl(key, model_fn, features_fn, agent_params, image, target, mean_rgb, std
         substrate=config.substrate, mask_visited=config.mask_visited,
         num_class_planes=config.num_class_planes, stage=config.stage,
     )
-    network = networks.ActorCritic(k * k, config.pi_layers, config.vf_layers)
+    network = _network(config)
     k_reset, k_act, k_step = jax.random.split(key, 3)
     obs, state = rl_env.reset(k_reset, params)
 
@@ -190,14 +194,14 @@ def observation_shape(features_fn, image_hw, config: RexlConfig) -> tuple[int, .
 def init_agent(key, config: RexlConfig, features_fn, image_hw) -> dict:
     """Randomly initialised actor-critic parameters for ``config`` (an untrained agent)."""
     obs_shape = observation_shape(features_fn, image_hw, config)
-    network = networks.ActorCritic(config.grid ** 2, config.pi_layers, config.vf_layers)
+    network = _network(config)
     return jax.jit(network.init)(key, jnp.zeros(obs_shape, jnp.float32))
 
 
 def check_agent_params(agent_params, features_fn, image_hw, config: RexlConfig) -> None:
     """``agent_params`` must be an actor-critic for this grid and observation size."""
     obs_shape = observation_shape(features_fn, image_hw, config)
-    network = networks.ActorCritic(config.grid ** 2, config.pi_layers, config.vf_layers)
+    network = _network(config)
     expected = jax.eval_shape(network.init, jax.random.key(0),
                               jax.ShapeDtypeStruct(obs_shape, jnp.float32))
     shapes = lambda tree: jax.tree.map(lambda x: tuple(np.shape(x)), tree)  # noqa: E731

@@ -37,6 +37,8 @@ class ClassifierTrainConfig:
     weight_decay: float = 1e-4
     warmup_steps: int = 100
     data_seed: int = 0
+    augment: bool = True
+    init_from: str | None = None
 
     def __post_init__(self):
         for name in ("image_size", "num_train", "num_test", "batch_size", "num_steps",
@@ -49,6 +51,8 @@ class ClassifierTrainConfig:
                 f"num_steps ({self.num_steps}) must be a multiple of steps_per_checkpoint "
                 f"({self.steps_per_checkpoint})"
             )
+        if not isinstance(self.augment, bool):
+            raise ValueError(f"augment must be True or False, got {self.augment!r}")
         if self.batch_size > self.num_train:
             raise ValueError(f"batch_size ({self.batch_size}) exceeds num_train ({self.num_train})")
 
@@ -73,6 +77,20 @@ def _normalise(spec, images_u8):
         spec.std_rgb).reshape(1, 1, 1, 3)
 
 
+def dihedral_augment(key, images):
+    """A random element of the dihedral group D4 per image (flips and 90-degree rotations).
+
+    ``images[n, s, s, c]`` (square); the shape classes are closed under these maps, so labels
+    are kept. Each image: transpose, flip rows, flip columns, each with probability 1/2.
+    """
+    if images.shape[1] != images.shape[2]:
+        raise ValueError(f"dihedral_augment needs square images, got {images.shape[1:3]}")
+    flips = jax.random.bernoulli(key, 0.5, (3, images.shape[0], 1, 1, 1))
+    x = jnp.where(flips[0], jnp.swapaxes(images, 1, 2), images)
+    x = jnp.where(flips[1], x[:, ::-1], x)
+    return jnp.where(flips[2], x[:, :, ::-1], x)
+
+
 def make_train_step(config: ClassifierTrainConfig, num_classes: int):
     """``step(state, key, images u8[n,h,w,3], labels i32[n]) -> (state, metrics)``, jitted.
 
@@ -95,9 +113,11 @@ def make_train_step(config: ClassifierTrainConfig, num_classes: int):
     @jax.jit
     def step(state: TrainState, key, images, labels):
         step_key = jax.random.fold_in(key, state.step)
-        idx_key, dropout_key = jax.random.split(step_key)
+        idx_key, dropout_key, aug_key = jax.random.split(step_key, 3)
         idx = jax.random.choice(idx_key, images.shape[0], (config.batch_size,), replace=False)
         x = _normalise(spec, images[idx])
+        if config.augment:
+            x = dihedral_augment(aug_key, x)
         (loss, (batch_stats, accuracy)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params, state.batch_stats, x, labels[idx], dropout_key
         )
@@ -114,6 +134,8 @@ def init_state(config: ClassifierTrainConfig, key, num_classes: int) -> TrainSta
         config.model, key, input_hw=(config.image_size, config.image_size),
         num_classes=num_classes,
     )
+    if config.init_from is not None:  # fine-tuning: start from saved variables of this model
+        variables = models.load_variables(config.init_from, name=config.model)
     params = variables["params"]
     batch_stats = variables.get("batch_stats", {})
     return TrainState(params, batch_stats, _optimizer(config).init(params), jnp.zeros((), jnp.int32))
@@ -147,12 +169,25 @@ def same_area_elsewhere(mask, rng: np.random.Generator, *, margin: int = 2) -> n
     return region
 
 
+def _box_region(mask) -> np.ndarray:
+    ymin, xmin, ymax, xmax = shapes.tight_box(mask).astype(int)
+    region = np.zeros_like(mask, dtype=bool)
+    region[ymin:ymax, xmin:xmax] = True
+    return region
+
+
 def object_reliance(model_fn, images_u8, labels, masks, *, seed: int = 0) -> dict:
-    """Does the classifier use the object? The true-class probability and accuracy on the
-    original images, with the object occluded (filled with the model's mean colour), and with
-    a region of the same area occluded elsewhere (away from the object)."""
+    """Does the classifier use the object? True-class probability and accuracy on the originals
+    and with regions filled with the model's mean colour:
+
+    * ``object_box_occluded``: the object's tight box (hides the object and its outline);
+    * ``same_area_elsewhere_occluded``: a compact region of the box's area away from the object;
+    * ``object_silhouette_occluded``: exactly the object's pixels (its outline stays visible
+      as a mean-colour silhouette, so the shape can still be read off it).
+    """
     rng = np.random.default_rng(seed)
-    elsewhere = np.stack([same_area_elsewhere(m, rng) for m in masks])
+    boxes = np.stack([_box_region(m) for m in masks])
+    elsewhere = np.stack([same_area_elsewhere(b, rng) for b in boxes])
     mean = np.asarray(model_fn.keywords.get("mean_rgb", np.zeros(3)), np.float32)
     x = images_u8.astype(np.float32) / 255.0
 
@@ -166,8 +201,10 @@ def object_reliance(model_fn, images_u8, labels, masks, *, seed: int = 0) -> dic
         return {"true_class_prob": float(true.mean()),
                 "accuracy": float(np.mean(probs.argmax(-1) == labels))}
 
-    return {"original": scores(x), "object_occluded": scores(occluded(masks)),
+    return {"original": scores(x), "object_box_occluded": scores(occluded(boxes)),
             "same_area_elsewhere_occluded": scores(occluded(elsewhere)),
+            "object_silhouette_occluded": scores(occluded(masks)),
+            "mean_box_fraction": float(boxes.mean()),
             "num_images": len(labels)}
 
 
@@ -195,10 +232,13 @@ def train_classifier(config: ClassifierTrainConfig, out_dir, *, key=None, progre
     manager = ocp.CheckpointManager(
         out / "train_state", options=ocp.CheckpointManagerOptions(max_to_keep=2)
     )
+    _check_run_config(out, config)
     if manager.latest_step() is not None:
         state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(state))
     step_fn = make_train_step(config, num_classes)
 
+    test = shapes.generate_arrays("test", config.num_test, seed=config.data_seed,
+                                  image_size=config.image_size)
     history = []
     done = int(state.step)
     stop = config.num_steps if max_steps is None else min(config.num_steps, done + max_steps)
@@ -211,10 +251,17 @@ def train_classifier(config: ClassifierTrainConfig, out_dir, *, key=None, progre
         if int(state.step) % config.steps_per_checkpoint == 0:
             manager.save(int(state.step), args=ocp.args.StandardSave(state))
             last = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
-            history.append({"step": int(state.step), **last})
+            held_out = evaluate_accuracy(
+                models.classifier(config.model, {"params": state.params,
+                                                 "batch_stats": state.batch_stats}),
+                test["image"], test["label"])
+            history.append({"step": int(state.step), **last, "test_accuracy": held_out})
             window = []
             if bar is not None:
-                bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['accuracy']:.3f}")
+                bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['accuracy']:.3f}",
+                                test_acc=f"{held_out:.3f}")
+            else:
+                print(json.dumps(history[-1]), flush=True)
         if bar is not None:
             bar.update(1)
     manager.wait_until_finished()
@@ -225,8 +272,6 @@ def train_classifier(config: ClassifierTrainConfig, out_dir, *, key=None, progre
         return None, None
 
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    test = shapes.generate_arrays("test", config.num_test, seed=config.data_seed,
-                                  image_size=config.image_size)
     model_fn = models.classifier(config.model, variables)
     accuracy = evaluate_accuracy(model_fn, test["image"], test["label"])
     metrics = {
@@ -242,6 +287,26 @@ def train_classifier(config: ClassifierTrainConfig, out_dir, *, key=None, progre
     models.save_variables(out / "variables", variables, name=config.model, overwrite=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return variables, metrics
+
+
+def _check_run_config(out: pathlib.Path, config: ClassifierTrainConfig) -> None:
+    """Writes ``out/config.json`` on the first call; a resumed run must use the same config."""
+    path = out / "config.json"
+    wanted = dataclasses.asdict(config)
+    if path.exists():
+        try:
+            saved = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is corrupt ({err}); remove {out} to start over") from None
+        if saved != wanted:
+            diff = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
+            raise ValueError(
+                f"{out} holds a run with another config (saved, given): {diff}; "
+                "use another --out or the same arguments"
+            )
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(wanted, indent=2))
 
 
 def _progress(total, initial, enabled):

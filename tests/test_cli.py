@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 import models
-from saliency_jax import cli
+from saliency_jax import cli, methods
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +75,20 @@ def test_unreadable_image(tmp_path, checkpoint, capsys):
     assert cli.main(["explain", str(bad), "--model", "resnet_small", "--checkpoint",
                      checkpoint]) == 2
     assert "bad.jpg" in capsys.readouterr().err
+
+
+def test_evaluate_skips_unavailable_default_methods_but_not_named_ones(tmp_path, checkpoint,
+                                                                      capsys, monkeypatch):
+    # The checkpoint is a random classifier: no RExL agent was trained for it.
+    monkeypatch.setattr(methods, "DEFAULT_METHODS", ("random", "rexl"))
+    out = tmp_path / "run"
+    base = ["--checkpoint", checkpoint, "--num-images", "1", "--no-progress"]
+    assert cli.main(["evaluate", *base, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    notes = [line for line in printed.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and notes[0].startswith("note: rexl skipped:")
+    assert "| random |" in printed and "| rexl |" not in printed
+    assert list(json.loads((out / "results.json").read_text())["summary"]) == ["random"]
+    # Named explicitly: an error that says how to get an agent.
+    assert cli.main(["evaluate", "rexl", "random", *base, "--out", str(tmp_path / "b")]) == 2
+    assert "saliency-jax train-agent --method rexl" in capsys.readouterr().err

@@ -9,6 +9,7 @@ To add an explainer, append one ``Explainer(...)`` line to ``EXPLAINERS``.
 """
 
 import dataclasses
+import functools
 import warnings
 from collections.abc import Callable
 
@@ -22,7 +23,11 @@ from saliency_jax.gradcam import gradcam
 from saliency_jax.iassa import IassaConfig, iassa
 from saliency_jax.lime import LimeConfig, lime
 from saliency_jax.occlusion import OcclusionConfig, occlusion
+from saliency_jax.rexl import RexlConfig, patch_features, rexl
+from saliency_jax.rexl import init_agent as rexl_init_agent
 from saliency_jax.rise import RiseConfig, rise
+from saliency_jax.rlcam import RlcamConfig, rlcam, rlcam_greedy
+from saliency_jax.rlcam import init_agent as rlcam_init_agent
 
 HW = (32, 32)
 
@@ -73,6 +78,33 @@ def _gradcam(key, m, x, t):
     return gradcam(key, m, x, t, cam_model=testing.tiny_cam(m))
 
 
+# Tiny randomly initialised agents (made at import: inside a trace they would be tracers).
+# RExL as the packaged agents (baseline substrate, each patch once): argmax ignores the key.
+REXL_CONFIG = RexlConfig(grid=4, substrate="baseline", mask_visited=True, pi_layers=(16,),
+                         vf_layers=(16,))
+REXL_FEATURES = patch_features(4)
+REXL_AGENT = rexl_init_agent(jax.random.key(11), REXL_CONFIG, REXL_FEATURES, HW)
+# λ = 0 and this agent: episodes of 4, 2 and 3 steps on the three test images (vmap of the
+# while_loop with different stopping times); the greedy policy stops after 4, 4 and 1.
+RLCAM_CONFIG = RlcamConfig(grid=4, horizon=4, size_penalty=0.0, batch_size=16, pi_layers=(16,),
+                           vf_layers=(16,))
+RLCAM_AGENT = rlcam_init_agent(jax.random.key(1), RLCAM_CONFIG)
+
+
+def _rexl(deterministic):
+    return functools.partial(rexl, config=REXL_CONFIG, agent_params=REXL_AGENT,
+                             features_fn=REXL_FEATURES, deterministic=deterministic)
+
+
+def _rlcam(**changes):
+    config = dataclasses.replace(RLCAM_CONFIG, **changes)
+    return functools.partial(rlcam, config=config, agent_params=RLCAM_AGENT)
+
+
+def _rlcam_greedy(**changes):
+    return functools.partial(rlcam_greedy, config=dataclasses.replace(RLCAM_CONFIG, **changes))
+
+
 EXPLAINERS = [
     Explainer("rise", _rise(), rechunked=(_rise(batch_size=7), _rise(batch_size=40))),
     Explainer("iassa", _iassa(), rechunked=(_iassa(batch_size=7), _iassa(batch_size=100))),
@@ -82,6 +114,14 @@ EXPLAINERS = [
     # LIME's regression sums reorder with the chunk size: ~1e-4 relative on maps of ~3e-3.
     Explainer("lime", _lime(), rechunked=(_lime(batch_size=7), _lime(batch_size=48)),
               rtol=1e-4, atol=1e-6),
+    # batched convolutions round differently (~1e-5 relative) and the deletion normalisation
+    # (sal − min) / max (sic) amplifies it: a relative tolerance.
+    Explainer("rexl_argmax", _rexl(True), deterministic=True, rtol=1e-4, atol=1e-6),
+    Explainer("rexl_sampled", _rexl(False), rtol=1e-4, atol=1e-6),
+    Explainer("rlcam", _rlcam(), deterministic=True, atol=1e-6,
+              rechunked=(_rlcam(batch_size=7),)),
+    Explainer("rlcam_greedy", _rlcam_greedy(), deterministic=True, atol=1e-6,
+              rechunked=(_rlcam_greedy(batch_size=7),)),
 ]
 
 
@@ -180,3 +220,17 @@ def test_map_does_not_depend_on_chunk_size(explainer, key, model_fn, images):
     for rechunked in explainer.rechunked:
         got = np.asarray(rechunked(key, model_fn, images[0], 1))
         np.testing.assert_allclose(got, reference, rtol=explainer.rtol, atol=explainer.atol)
+
+
+def test_bad_inputs_raise_value_errors_naming_the_argument(explainer, key, model_fn, images):
+    image = images[0]
+    with pytest.raises(ValueError, match="image"):  # a batch: vmap instead
+        explainer.explain(key, model_fn, images, 0)
+    with pytest.raises(ValueError, match="image"):
+        explainer.explain(key, model_fn, (image * 255).astype(jnp.uint8), 0)
+    with pytest.raises(ValueError, match="image"):
+        explainer.explain(key, model_fn, image + 1.0, 0)
+    with pytest.raises(ValueError, match="target"):  # the tiny model has 3 classes
+        explainer.explain(key, model_fn, image, 3)
+    with pytest.raises(ValueError, match="target"):
+        explainer.explain(key, model_fn, image, 1.0)
