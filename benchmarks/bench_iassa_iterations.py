@@ -12,6 +12,7 @@ model queries up to that iteration. Writes ``benchmarks/results/iassa_iterations
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import pathlib
 import sys
 
@@ -33,7 +34,17 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-images", type=int, default=16)
     parser.add_argument("--variants", default="paper,reference")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override an IassaConfig number of every variant, e.g. beta=1.0 "
+                        "(no attention) or update=1.0")
+    parser.add_argument("--name", default="iassa_iterations", help="results/<name>.json")
     args = parser.parse_args(argv)
+    overrides = {}
+    for item in args.set:
+        field, _, value = item.partition("=")
+        if field not in {f.name for f in dataclasses.fields(IassaConfig)} or not value:
+            raise ValueError(f"--set wants FIELD=VALUE with an IassaConfig field, got {item!r}")
+        overrides[field] = float(value) if "." in value or "e" in value else int(value)
 
     size = 112
     ev = EvaluateConfig()  # the main job's metric settings at 112²
@@ -44,6 +55,7 @@ def main(argv=None):
     for variant in args.variants.split(","):
         config = (IassaConfig.for_image_size(size) if variant == "paper"
                   else IassaConfig.reference(size))
+        config = dataclasses.replace(config, **overrides)
         plan = window_schedule(config, (size, size))
         cumulative = np.cumsum([p[2] for p in plan]).tolist()  # windows = model queries
         rows = []
@@ -76,6 +88,7 @@ def main(argv=None):
         "what": "IASSA per-iteration metrics of the adjusted map S'_t (mean over images)",
         "images": f"saliency_shapes/test[:{args.num_images}], 112², target = label, packaged "
                   "resnet_small",
+        "overrides": overrides,
         "metrics": {"step": ev.step, "tolerance_px": ev.tolerance,
                     "iou_threshold": ev.iou_threshold},
         "results": results,
@@ -86,7 +99,7 @@ def main(argv=None):
         for row in r["curve"]:
             print(variant, {k: (round(v, 3) if isinstance(v, float) else v)
                             for k, v in row.items()})
-    print(f"wrote {common.write_result('iassa_iterations', payload)}")
+    print(f"wrote {common.write_result(args.name, payload)}")
 
 
 if __name__ == "__main__":

@@ -168,7 +168,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train")
-    t.add_argument("--updates", type=int, default=32)
+    t.add_argument("--updates", type=int, default=48)
     t.add_argument("--num-envs", type=int, default=8)
     t.add_argument("--epochs", type=int, default=8)
     t.add_argument("--lr", type=float, default=1e-3)

@@ -305,7 +305,7 @@ def _finished(run_dir: pathlib.Path, updates: int) -> bool:
 
 
 def train_rlcam_default(*, classifier_variables, run_dir, out=None, model: str = DEFAULT_MODEL,
-                        config: RlcamConfig = RLCAM_CONFIG, updates: int = 32, num_envs: int = 8,
+                        config: RlcamConfig = RLCAM_CONFIG, updates: int = 48, num_envs: int = 8,
                         epochs: int = 8, lr: float = 1e-3, num_images: int = 128, seed: int = 0,
                         image_size: int = DEFAULT_IMAGE_SIZE, checkpoint_every: int = 5,
                         progress: bool = True, max_chunks: int | None = None,

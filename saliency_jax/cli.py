@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", default=None,
                     help="default: resnet_small, or efficientnet_lite0 for --dataset photos")
     ev.add_argument("--checkpoint", default=None)
-    ev.add_argument("--num-images", type=int, default=16)
+    ev.add_argument("--num-images", type=int, default=8)
     ev.add_argument("--num-masks", type=int, default=None, help="RISE masks (default 4000)")
     ev.add_argument("--image-size", type=int, default=None,
                     help="default: 112 for saliency_shapes, 224 otherwise")
@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     ta.add_argument("--classifier", default=None,
                     help="its variables folder (default: the packaged one of --model)")
     ta.add_argument("--updates", type=int, default=None,
-                    help="PPO updates (default 600 for rexl, 32 for rlcam)")
+                    help="PPO updates (default 600 for rexl, 48 for rlcam)")
     ta.add_argument("--num-envs", type=int, default=None,
                     help="parallel episodes (default 16 for rexl, a multiple of 4; 8 for rlcam)")
     ta.add_argument("--num-images", type=int, default=None,

@@ -33,7 +33,7 @@ class EvaluateConfig:
     checkpoint: str | None = None
     """Orbax variables; None = the packaged checkpoint of ``model`` (embedded default)."""
     methods: tuple[str, ...] = methods.DEFAULT_METHODS
-    num_images: int = 16
+    num_images: int = 8
     num_masks: int | None = None
     image_size: int = 112
     seed: int = 0

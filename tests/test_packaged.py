@@ -1,0 +1,64 @@
+"""The packaged defaults: the trained classifiers and the agents that ship inside saliency-jax.
+
+Each classifier's recorded accuracy is recomputed here from the shipped checkpoint on the test
+split it was measured on, so a checkpoint swapped without retraining (or a change in the models
+or the renderer) fails; the agents must belong to the shipped classifier (digest).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from saliency_jax import agents, embedded
+from saliency_jax.data import shapes
+from saliency_jax.train_classifier import evaluate_accuracy
+
+
+@pytest.fixture(scope="module")
+def test_split():
+    return shapes.generate_arrays("test", 600)
+
+
+@pytest.mark.parametrize("model", embedded.DEFAULT_MODELS)
+def test_packaged_classifier_reaches_its_recorded_accuracy(model, test_split):
+    folder = embedded.packaged_classifier_dir(model)
+    assert (folder / "variables").exists(), f"no packaged {model}; see train_default_classifiers"
+    recorded = json.loads((folder / "metrics.json").read_text())
+    assert recorded["config"]["model"] == model
+    assert recorded["config"]["num_test"] == 600
+    assert recorded["test_accuracy"] >= 0.97
+
+    model_fn, _ = embedded.load_classifier(model)
+    accuracy = evaluate_accuracy(model_fn, test_split["image"], test_split["label"])
+    assert accuracy == pytest.approx(recorded["test_accuracy"], abs=1 / 600)
+
+
+@pytest.mark.parametrize("model", embedded.DEFAULT_MODELS)
+def test_packaged_classifier_uses_the_object(model):
+    reliance = json.loads(
+        (embedded.packaged_classifier_dir(model) / "metrics.json").read_text())["object_reliance"]
+    original = reliance["original"]["true_class_prob"]
+    assert reliance["object_box_occluded"]["true_class_prob"] < 0.3 * original
+    assert reliance["same_area_elsewhere_occluded"]["true_class_prob"] > 0.9 * original
+
+
+def test_packaged_agents_belong_to_the_packaged_classifier():
+    variables = agents.load_classifier_variables(model="resnet_small")
+    digest = agents.variables_digest(variables)
+    for mode in ("deletion", "insertion"):
+        params, config, _, meta = agents.rexl_agent_for("resnet_small", variables, (112, 112),
+                                                        mode=mode)
+        assert meta["classifier_sha256"] == digest and config.mode == mode
+        assert config.grid == 7
+        assert all(np.all(np.isfinite(leaf)) for leaf in _leaves(params))
+    params, config, meta = agents.rlcam_agent_for((112, 112))
+    assert config.grid == 7 and meta["classifier_sha256"] == digest
+    assert all(np.all(np.isfinite(leaf)) for leaf in _leaves(params))
+
+
+def _leaves(tree):
+    import jax
+    return [np.asarray(x) for x in jax.tree.leaves(tree)]
