@@ -141,9 +141,11 @@ def classifiers_section(lines):
               "Test accuracy on 600 held-out synthetic images, and whether the classifier uses "
               "the object: mean true-class probability (accuracy) on the originals, with the "
               "object's tight box filled with the mean colour, and with a region of the same "
-              "area filled elsewhere (away from the object).", "",
-              "| model | test acc. | steps | train images | p(true) | object box occluded | "
-              "same area elsewhere | train min |", "|---|---|---|---|---|---|---|---|", *rows, ""]
+              "area filled elsewhere (away from the object). Steps, training images and minutes "
+              "are those of the last fine-tuning phase; the whole recipe is in "
+              "`train_default_classifiers.py`.", "",
+              "| model | test acc. | last phase steps | train images | p(true) | "
+              "object box occluded | same area elsewhere | last phase min |", "|---|---|---|---|---|---|---|---|", *rows, ""]
 
 
 def rexl_section(lines):
