@@ -143,7 +143,7 @@ def classifiers_section(lines):
               "object's tight box filled with the mean colour, and with a region of the same "
               "area filled elsewhere (away from the object). Steps, training images and minutes "
               "are those of the last fine-tuning phase; the whole recipe is in "
-              "`train_default_classifiers.py`.", "",
+              "`benchmarks/train_default_classifiers.py`.", "",
               "| model | test acc. | last phase steps | train images | p(true) | "
               "object box occluded | same area elsewhere | last phase min |", "|---|---|---|---|---|---|---|---|", *rows, ""]
 
@@ -222,6 +222,7 @@ def readme_results():
     if START not in text or END not in text:
         return
     block = []
+    classifiers_section(block)
     evaluate_section(block, "evaluate_shapes", "Synthetic benchmark, packaged resnet_small")
     evaluate_section(block, "evaluate_photos", "Bundled photos, EfficientNet-Lite0")
     body = "\n".join(line.replace("## ", "### ", 1) if line.startswith("## ") else line
