@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import functools
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -220,6 +225,55 @@ def test_vmap_equals_loop_and_batch_size_independent():
     np.testing.assert_allclose(other.scores, batched.scores[0], atol=1e-6)
     jitted = jax.jit(f)(images[1], sals[1])
     np.testing.assert_allclose(jitted.scores, batched.scores[1], atol=1e-6)
+
+
+_MULTI_DEVICE_SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    import jax, numpy as np
+    sys.path.insert(0, sys.argv[1])
+    from test_metrics import multi_device_curves
+    assert jax.device_count() == 4, jax.devices()
+    np.savez(sys.argv[2], **multi_device_curves())
+    """
+)
+
+
+def multi_device_curves():
+    """Deletion (single image, committed to one device) and vmapped insertion curves, and
+    whether the compiled deletion has an all-reduce (i.e. its steps are split over devices)."""
+    hw = (24, 24)
+    k = jax.random.split(jax.random.key(5), 3)
+    model_fn, _ = tiny_cnn(k[0], hw)
+    images = jax.random.uniform(k[1], (2, *hw, 3))
+    sals = jax.random.uniform(k[2], (2, *hw))
+    # 576 px / step 40 = 15 steps, 16 points: 4 chunks of 4 (batch_size 5), 1 per device.
+    delete = jax.jit(lambda x, s: metrics.deletion(model_fn, x, s, 1, step=40, batch_size=5))
+    compiled = delete.lower(images[0], sals[0]).compile()
+    committed = jax.device_put(images[1], jax.devices()[-1])
+    insert = jax.jit(jax.vmap(functools.partial(metrics.insertion, model_fn, step=40,
+                                                batch_size=5)))
+    return dict(deletion=np.asarray(compiled(images[0], sals[0]).scores),
+                committed=np.asarray(metrics.deletion(model_fn, committed, sals[1], 1, step=40,
+                                                      batch_size=5).scores),
+                insertion=np.asarray(insert(images, sals).scores),
+                all_reduce=np.array("all-reduce" in compiled.as_text()))
+
+
+def test_one_and_four_devices_give_the_same_curves(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(_MULTI_DEVICE_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).resolve().parents[1]))
+    env.pop("XLA_FLAGS", None)
+    subprocess.run([sys.executable, str(script), str(pathlib.Path(__file__).parent),
+                    str(tmp_path / "out.npz")], env=env, check=True, timeout=300)
+    four = np.load(tmp_path / "out.npz")
+    one = multi_device_curves()
+    assert four["all_reduce"]
+    for name in ("deletion", "committed", "insertion"):
+        np.testing.assert_allclose(four[name], one[name], rtol=1e-5, atol=1e-7)
 
 
 def test_localization_vmaps():

@@ -22,8 +22,9 @@ taken in increasing flat (row-major) index.
 
 **Compiled shape.** The pixels are ranked once (a rank map ``i32[h, w]``); the image at step ``i``
 is ``where(rank < count_i, finish, start)``. All ``n + 1`` images are built and scored inside one
-``lax.map`` over step counts with ``batch_size`` images per model call, so memory is one batch
-whatever the number of steps, and there is no Python loop over steps.
+compiled call, ``batch_size`` images per model call (:func:`saliency_jax.sharding.sharded_chunk_sum`:
+a ``lax.scan`` over chunks of step counts, the chunks split over all devices), so memory is one
+batch per device whatever the number of steps, and there is no Python loop over steps.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from saliency_jax import baselines, validation
+from saliency_jax import baselines, sharding, validation
 
 SUBSTRATES = ("baseline", "blur", "noise")
 
@@ -159,18 +160,27 @@ def _substrate(model_fn, image, substrate, baseline, key):
 def _causal_curve(model_fn, image, saliency, target, removed, *, step, batch_size, insert):
     h, w, _ = image.shape
     hw = h * w
-    n_steps = -(-hw // step)
+    n_points = -(-hw // step) + 1
     if target is None:
         target = jnp.argmax(model_fn(image[None])[0])
     rank = pixel_rank(saliency)
     start, finish = (removed, image) if insert else (image, removed)
-    counts = jnp.minimum(jnp.arange(n_steps + 1, dtype=jnp.int32) * step, hw)
 
-    def score(count):
-        x = jnp.where((rank < count)[..., None], finish, start)
-        return model_fn(x[None])[0, target]
+    def chunk_scores(operands, indices, valid):
+        model_fn, rank, start, finish, target = operands
+        counts = jnp.minimum(indices * step, hw)
+        x = jnp.where((rank[None] < counts[:, None, None])[..., None], finish[None], start[None])
+        scores = model_fn(x)[:, target]
+        # Each point of the curve is written by exactly one chunk: the sum over chunks adds
+        # only zeros to it, so the curve is exact whatever the chunking or the device count.
+        slots = jnp.where(valid, indices, n_points)
+        return jnp.zeros(n_points, jnp.float32).at[slots].add(
+            jnp.where(valid, scores, 0.0), mode="drop")
 
-    scores = jax.lax.map(score, counts, batch_size=min(batch_size, n_steps + 1))
+    chunk = -(-n_points // -(-n_points // batch_size))  # <= batch_size, least padding
+    scores = sharding.sharded_chunk_sum(
+        chunk_scores, (model_fn, rank, start, finish, target),
+        num_items=n_points, chunk_size=chunk)
     return Curve(scores, auc(scores))
 
 
@@ -185,10 +195,9 @@ def _causal(model_fn, image, saliency, target, *, step, substrate, baseline, key
         target = jnp.asarray(target, jnp.int32)
     image = jnp.asarray(image, jnp.float32)
     removed = _substrate(model_fn, image, substrate, baseline, key)
-    return _causal_curve(
-        model_fn, image, jnp.asarray(saliency, jnp.float32), target, removed,
-        step=step, batch_size=batch_size, insert=insert,
-    )
+    operands = sharding.replicate(
+        (model_fn, image, jnp.asarray(saliency, jnp.float32), target, removed))
+    return _causal_curve(*operands, step=step, batch_size=batch_size, insert=insert)
 
 
 _ARGS_DOC = """
@@ -210,7 +219,8 @@ _ARGS_DOC = """
         subtracting the mean only (``std_rgb = 1``). Or an array of the image's shape.
       baseline: the masking baseline for ``resolve_baseline`` (default the model's mean colour).
       key: ``jax.random.key`` for ``substrate="noise"`` (required there, unused otherwise).
-      batch_size: images per model call (static).
+      batch_size: the most images per model call (static); the ``n + 1`` images are split
+        into equal chunks of at most this size.
 
     Returns:
       ``Curve(scores f32[n_steps + 1], auc f32[])``.
