@@ -110,8 +110,11 @@ def evaluate_section(lines, name, title):
     c = d["config"]
     lines += [f"## {title} (`bench_evaluate.py`)", "",
               f"{d['what']}. Deletion/insertion step {c['deletion_insertion_step']} px, "
-              f"pointing tolerance {c['pointing_tolerance_px']:g} px, IoU/F1 at "
-              f"{c['iou_f1_threshold']}. Mean ± std over images; s / image is the median wall "
+              f"pointing tolerance {c['pointing_tolerance_px']:g} px, IoU, F1 (foreground Dice), "
+              f"precision and recall of the map binarised at {c['iou_f1_threshold']}; "
+              "RL-CAM's map is its leave-one-out patch credit (its binary mask is scored in "
+              "the RL-CAM table of `benchmarks/README.md`). Mean ± std over images; s / image "
+              "is the median wall "
               "time per image of the explanation alone (metrics not included; the median "
               "absorbs the first image's compilation).", "", d["table_md"], "",
               f"Measured on {_env(d)}; {d['wall_s_this_call']:.0f} s for the whole call. "

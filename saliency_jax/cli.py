@@ -116,6 +116,7 @@ def _command_line(args) -> str:
 def _train_agent(args) -> int:
     from saliency_jax import agents
 
+    args.method = args.method.replace("-", "")  # "rl-cam", the issue tracker's spelling
     if args.method == "rlcam" and args.mode is not None:
         raise ValueError("--mode applies to --method rexl only")
     if args.install and args.out is not None:
@@ -225,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Train a dataset-wide agent on the synthetic shapes training "
                         "images for a classifier (resumable: the same command again resumes "
                         "from the last checkpoint in --run-dir).")
-    ta.add_argument("--method", choices=("rexl", "rlcam"), required=True)
+    ta.add_argument("--method", choices=("rexl", "rlcam", "rl-cam"), required=True)
     ta.add_argument("--mode", choices=("deletion", "insertion"), default=None,
                     help="RExL's environment (default deletion)")
     ta.add_argument("--model", default="resnet_small", help="the classifier's registry name")

@@ -22,7 +22,8 @@ import numpy as np
 from saliency_jax import metrics, methods
 from saliency_jax.metrics import aggregate
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
+METRIC_KEYS = ("deletion", "insertion", "pointing", "iou", "f1", "precision", "recall")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,12 +149,10 @@ def evaluate_image(model_fn, example, method_list, config: EvaluateConfig, index
         if example.get("mask") is not None and np.any(example["mask"]):
             gt = np.asarray(example["mask"], bool)
             entry["pointing"] = bool(metrics.pointing_game(saliency, gt, tolerance=config.tolerance))
-            entry["iou"] = float(
-                metrics.iou(saliency, gt, threshold=config.iou_threshold, mode="relative")
-            )
-            entry["f1"] = float(
-                metrics.f1(saliency, gt, threshold=config.iou_threshold, mode="relative")
-            )
+            overlap = metrics.overlap(saliency, gt, threshold=config.iou_threshold,
+                                      mode="relative")
+            for name in ("iou", "f1", "precision", "recall"):
+                entry[name] = float(getattr(overlap, name))
         record["methods"][method.name] = entry
     return record, maps
 
@@ -163,7 +162,7 @@ def summarize(records, method_list) -> dict:
     summary = {}
     for method in method_list:
         rows = [r["methods"][method.name] for r in records]
-        table = {k: [row[k] for row in rows] for k in ("deletion", "insertion", "pointing", "iou", "f1")
+        table = {k: [row[k] for row in rows] for k in METRIC_KEYS
                  if all(k in row for row in rows)}
         stats = aggregate.mean_std(table)
         seconds = np.array([row["seconds"] for row in rows])
@@ -182,7 +181,7 @@ def summarize(records, method_list) -> dict:
 
 
 COLUMNS = (("deletion", "Deletion ↓"), ("insertion", "Insertion ↑"), ("pointing", "Pointing ↑"),
-           ("iou", "IoU ↑"), ("f1", "F1 ↑"))
+           ("iou", "IoU ↑"), ("f1", "F1 ↑"), ("precision", "Precision"), ("recall", "Recall"))
 
 
 def markdown_table(summary: dict) -> str:

@@ -148,7 +148,7 @@ def test_rexl_agent_of_another_classifier_is_refused(classifiers, tmp_path, monk
 def rlcam_agent(classifiers, tmp_path_factory):
     root = tmp_path_factory.mktemp("rlcam")
     installed = root / "installed"
-    argv = ["train-agent", "--method", "rlcam", "--updates", "1", *TINY,
+    argv = ["train-agent", "--method", "rl-cam", "--updates", "1", *TINY,
             "--classifier", classifiers["mine"][0], "--run-dir", str(root / "run"), "--install"]
     with pytest.MonkeyPatch.context() as patch:  # --install writes here, not into the package
         patch.setattr(agents, "packaged_agent_dir", lambda method, model="": installed)

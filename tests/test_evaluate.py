@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from saliency_jax import evaluate as ev
+from saliency_jax import metrics
 from saliency_jax import testing
 from saliency_jax.data import shapes
 
@@ -52,9 +53,17 @@ def test_run_writes_table_figures_and_records(tmp_path, model_fn, dataset):
     assert "Deletion ↓" in table and "Pointing ↑" in table and "| rise |" in table
     rise = summary["rise"]
     assert rise["queries"] == 32 and rise["num_images"] == 3
-    for key in ("deletion", "insertion", "pointing", "iou", "f1"):
+    for key in ("deletion", "insertion", "pointing", "iou", "f1", "precision", "recall"):
         m = rise["metrics"][key]
         assert 0.0 <= m["mean"] <= 1.0 and m["n"] == 3
+    assert "Precision" in table and "Recall" in table
+    # The record's segmentation numbers are those of the saved map, thresholded as documented.
+    record = json.loads((tmp_path / "records" / "00000.json").read_text())["methods"]["rise"]
+    saved = np.load(tmp_path / "maps" / "00000_rise.npy")
+    expected = metrics.overlap(saved, dataset[0]["mask"], threshold=_config().iou_threshold,
+                               mode="relative")
+    for key in ("iou", "f1", "precision", "recall"):
+        assert record[key] == pytest.approx(float(getattr(expected, key)), abs=1e-6)
     # Curves have the 224 * (48/224)^2 ≈ 10 px step: ceil(48*48 / 10) + 1 points.
     assert len(rise["mean_deletion_curve"]) == -(-SIZE * SIZE // _config().step) + 1
 
