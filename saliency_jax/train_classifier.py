@@ -9,6 +9,7 @@ from the last checkpoint to the same result.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import pathlib
 import time
@@ -141,12 +142,21 @@ def init_state(config: ClassifierTrainConfig, key, num_classes: int) -> TrainSta
     return TrainState(params, batch_stats, _optimizer(config).init(params), jnp.zeros((), jnp.int32))
 
 
+@functools.partial(jax.jit, static_argnames="batch_size")
+def _probabilities(model_fn, images, *, batch_size: int = 100):
+    """``model_fn`` on ``images[n, h, w, 3]`` (uint8, or floats in [0, 1]), ``batch_size`` at a
+    time; the model is an argument, so its weights are not baked into the program."""
+    def probs(x):  # one image; lax.map vmaps it over chunks of batch_size
+        if x.dtype == jnp.uint8:
+            x = x.astype(jnp.float32) / 255.0
+        return model_fn(x[None])[0]
+    return jax.lax.map(probs, images, batch_size=batch_size)
+
+
 def evaluate_accuracy(model_fn, images_u8, labels, *, batch_size: int = 100) -> float:
     """Top-1 accuracy of ``model_fn`` on uint8 images."""
-    def predict(x):  # one uint8 image; lax.map vmaps it over chunks of batch_size
-        return jnp.argmax(model_fn(x[None].astype(jnp.float32) / 255.0)[0])
-    preds = jax.lax.map(predict, jnp.asarray(images_u8), batch_size=batch_size)
-    return float(np.mean(np.asarray(preds) == np.asarray(labels)))
+    probs = _probabilities(model_fn, jnp.asarray(images_u8), batch_size=batch_size)
+    return float(np.mean(np.asarray(probs).argmax(-1) == np.asarray(labels)))
 
 
 def same_area_elsewhere(mask, rng: np.random.Generator, *, margin: int = 2) -> np.ndarray:
@@ -195,8 +205,7 @@ def object_reliance(model_fn, images_u8, labels, masks, *, seed: int = 0) -> dic
         return np.where(region[..., None], mean, x)
 
     def scores(images):
-        probs = jax.lax.map(lambda im: model_fn(im[None])[0], jnp.asarray(images), batch_size=100)
-        probs = np.asarray(probs)
+        probs = np.asarray(_probabilities(model_fn, jnp.asarray(images, jnp.float32)))
         true = probs[np.arange(len(labels)), labels]
         return {"true_class_prob": float(true.mean()),
                 "accuracy": float(np.mean(probs.argmax(-1) == labels))}
