@@ -20,6 +20,7 @@ no agent.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable
 
 import jax
@@ -163,6 +164,17 @@ def rexl_method(ctx: ModelContext, *, mode: str = "deletion", agent_dir=None,
                   f"sha256 {meta['classifier_sha256'][:12]})")
 
 
+def _counted(run: Callable):
+    """``(explain, explain_counted)`` of an RL-CAM-style ``run(key, model_fn, image, target)``
+    whose result carries ``saliency`` and ``num_queries``."""
+    def explain_counted(key, model_fn, image, target):
+        result = run(key, model_fn, image, target)
+        return result.saliency, result.num_queries
+
+    return (lambda key, model_fn, image, target: explain_counted(key, model_fn, image, target)[0],
+            explain_counted)
+
+
 def rlcam_method(ctx: ModelContext, *, agent_dir=None, deterministic: bool = True,
                  name: str = "rlcam") -> Method:
     """RL-CAM with a trained agent (default: the packaged one; argmax actions by default).
@@ -177,14 +189,8 @@ def rlcam_method(ctx: ModelContext, *, agent_dir=None, deterministic: bool = Tru
     except ValueError as err:
         raise MethodUnavailableError(str(err)) from None
 
-    def explain_counted(key, model_fn, image, target):
-        result = rlcam_explain(key, model_fn, image, target, config=config, agent_params=params,
-                               deterministic=deterministic)
-        return result.saliency, result.num_queries
-
-    def explain(key, model_fn, image, target):
-        return explain_counted(key, model_fn, image, target)[0]
-
+    explain, explain_counted = _counted(functools.partial(
+        rlcam_explain, config=config, agent_params=params, deterministic=deterministic))
     actions = "argmax" if deterministic else "sampled"
     trained = meta.get("model", "?")
     return Method(name, explain, rlcam_num_queries(config),
@@ -215,13 +221,7 @@ def _rlcam_greedy(ctx: ModelContext, num_masks: int | None) -> Method:
     except ValueError as err:
         raise MethodUnavailableError(str(err)) from None
 
-    def explain_counted(key, model_fn, image, target):
-        result = rlcam_greedy_explain(key, model_fn, image, target, config=config)
-        return result.saliency, result.num_queries
-
-    def explain(key, model_fn, image, target):
-        return explain_counted(key, model_fn, image, target)[0]
-
+    explain, explain_counted = _counted(functools.partial(rlcam_greedy_explain, config=config))
     return Method("rlcam_greedy", explain, rlcam_num_queries(config),
                   f"RL-CAM greedy look-ahead baseline (no agent), k={config.grid}, "
                   f"T={config.steps}, λ={config.size_penalty:g}; stops when no toggle helps",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -60,5 +61,4 @@ def test_packaged_agents_belong_to_the_packaged_classifier():
 
 
 def _leaves(tree):
-    import jax
     return [np.asarray(x) for x in jax.tree.leaves(tree)]
