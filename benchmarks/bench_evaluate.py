@@ -1,6 +1,6 @@
 """The main job's table, recorded: every method x every metric on one dataset, same images.
 
-Runs :func:`saliency_jax.evaluate.run_evaluate` (resumable; its records go to
+Runs :func:`saliency_jax.app.evaluate.run_evaluate` (resumable; its records go to
 ``runs/bench-<name>/``) and writes ``benchmarks/results/<name>.json``: per method the mean ± std
 of deletion / insertion AUC, pointing game, IoU and F1, the model queries per map and the median
 wall time per image (the first image, which compiles, apart), plus device and versions.
@@ -19,8 +19,9 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run as a script
 
 from benchmarks import common  # noqa: E402
-from saliency_jax import data, embedded, methods  # noqa: E402
-from saliency_jax.evaluate import EvaluateConfig, markdown_table, run_evaluate  # noqa: E402
+from saliency_jax import data  # noqa: E402
+from saliency_jax.app import classifiers, methods  # noqa: E402
+from saliency_jax.app.evaluate import EvaluateConfig, markdown_table, run_evaluate  # noqa: E402
 
 
 def main(argv=None):
@@ -36,7 +37,7 @@ def main(argv=None):
     synthetic = args.dataset == "saliency_shapes"
     model = args.model or ("resnet_small" if synthetic else "efficientnet_lite0")
     size = 112 if synthetic else 224
-    model_fn, variables = embedded.load_classifier(model, None)
+    model_fn, variables = classifiers.load_classifier(model, None)
     context = methods.model_context(model, variables, (size, size))
     names = tuple(args.methods) or methods.DEFAULT_METHODS
     config = EvaluateConfig(dataset=args.dataset, model=model, methods=names,

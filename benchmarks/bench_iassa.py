@@ -20,9 +20,9 @@ import time
 import jax
 import jax.numpy as jnp
 
-import models
-from saliency_jax import attention as lrpf
-from saliency_jax.iassa import IassaConfig, iassa, iassa_num_queries
+from saliency_jax import models
+from saliency_jax._src import attention as lrpf
+from saliency_jax._src.iassa import IassaConfig, iassa, iassa_num_queries
 
 
 def _timed(compiled, *args, repeats):

@@ -1,6 +1,6 @@
 """IASSA's per-iteration curve on the synthetic benchmark: quality of ``S'_t`` after each iteration.
 
-For each test image (target = label), one :func:`saliency_jax.iassa.iassa` call with
+For each test image (target = label), one :func:`saliency_jax._src.iassa.iassa` call with
 ``return_iterations=True`` gives the adjusted map of every iteration ``t = 0 .. k``; each is
 scored with the main job's metrics (deletion / insertion AUC with step 56 px, pointing game
 with 7.5 px tolerance, IoU and F1 at 0.3 of the map's range) and with the cumulative number of
@@ -22,12 +22,13 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-import models  # noqa: E402
+from saliency_jax import models  # noqa: E402
 from benchmarks import common  # noqa: E402
-from saliency_jax import embedded, metrics  # noqa: E402
+from saliency_jax import metrics  # noqa: E402
+from saliency_jax.app import classifiers  # noqa: E402
 from saliency_jax.data import shapes  # noqa: E402
-from saliency_jax.evaluate import EvaluateConfig  # noqa: E402
-from saliency_jax.iassa import REFERENCE_LEVELS, IassaConfig, iassa, window_schedule  # noqa: E402
+from saliency_jax.app.evaluate import EvaluateConfig  # noqa: E402
+from saliency_jax._src.iassa import REFERENCE_LEVELS, IassaConfig, iassa, window_schedule  # noqa: E402
 
 
 def main(argv=None):
@@ -48,7 +49,7 @@ def main(argv=None):
 
     size = 112
     ev = EvaluateConfig()  # the main job's metric settings at 112²
-    model_fn, variables = embedded.load_classifier("resnet_small", None)
+    model_fn, variables = classifiers.load_classifier("resnet_small", None)
     features_fn = models.features_fn("resnet_small", variables, names=REFERENCE_LEVELS)
     data = shapes.generate_arrays("test", args.num_images, seed=0, image_size=size)
     results = {}

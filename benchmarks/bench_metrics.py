@@ -54,7 +54,7 @@ def _seconds(fn) -> tuple[float, float]:
 def _model(name: str, hw, key):
     """``(model_fn, description)``: a registry classifier, or a small CNN if ``models`` is absent."""
     try:
-        import models
+        from saliency_jax import models
 
         variables = models.init(name, key, input_hw=hw)
         return models.classifier(name, variables), f"models.classifier({name!r}), random init"

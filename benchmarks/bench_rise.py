@@ -38,7 +38,7 @@ import common  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from saliency_jax.rise import RiseConfig, rise, rise_all_classes  # noqa: E402
+from saliency_jax._src.rise import RiseConfig, rise, rise_all_classes  # noqa: E402
 
 
 def _tiny_apply(variables, images, *, mean_rgb):
@@ -57,7 +57,7 @@ def build_model(name: str, size: int, key):
         variables = TinyCNN(num_classes=10, width=16).init(key, jnp.zeros((1, *hw, 3)))
         return (jax.tree_util.Partial(_tiny_apply, variables, mean_rgb=jnp.full((3,), 0.5)),
                 "saliency_jax.testing.TinyCNN(10 classes, width 16), random init")
-    import models
+    from saliency_jax import models
 
     variables = models.init(name, key, input_hw=hw)
     spec = models.get(name)

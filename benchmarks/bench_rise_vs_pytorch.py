@@ -26,8 +26,8 @@ import jax.numpy as jnp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-import models  # noqa: E402
-from saliency_jax.rise import RiseConfig, rise_all_classes  # noqa: E402
+from saliency_jax import models  # noqa: E402
+from saliency_jax._src.rise import RiseConfig, rise_all_classes  # noqa: E402
 
 
 def main():

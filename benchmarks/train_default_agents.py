@@ -1,6 +1,6 @@
 """Train the packaged RExL agents of the embedded default (resnet_small on synthetic shapes).
 
-A thin wrapper of :func:`saliency_jax.agents.train_rexl` (the same training as
+A thin wrapper of :func:`saliency_jax.app.agents.train_rexl` (the same training as
 ``saliency-jax train-agent --method rexl``), which documents the settings. Dataset-wide agents
 (METHODS §3.3, ``class_index = -1``): the shapes training images, target = the classifier's
 top-1, one-hot class planes in the state. The black box is the packaged default classifier
@@ -23,7 +23,7 @@ Each run writes its checkpoints to ``runs/agents/<name>/`` (resumable: run the s
 again after an interruption) and the final agent to
 ``saliency_jax/assets/agents/rexl_<mode>_resnet_small/`` (``params/`` orbax, ``agent.json`` with
 the classifier's sha256, ``metrics.json``); ``--out-root`` writes it elsewhere.
-``saliency_jax.agents.rexl_agent_for`` (or ``saliency_jax.rexl.load_rexl_agent(path)``) loads it.
+``saliency_jax.app.agents.rexl_agent_for`` (or ``saliency_jax._src.rexl.load_rexl_agent(path)``) loads it.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run as a script
 
-from saliency_jax import agents  # noqa: E402
-from saliency_jax.agents import black_box, classifier_path, variables_digest  # noqa: E402, F401
-from saliency_jax.rl import env as rl_env  # noqa: E402
+from saliency_jax.app import agents  # noqa: E402
+from saliency_jax.app.agents import black_box, classifier_path, variables_digest  # noqa: E402, F401
+from saliency_jax._src import rexl_env as rl_env  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 AGENTS = agents.packaged_agent_dir("rexl").parent
@@ -46,7 +46,7 @@ STAGE = "layer3"
 
 def train(mode: str, *, classifier=None, run_root: pathlib.Path = REPO / "runs" / "agents",
           out_root: pathlib.Path = AGENTS, **options) -> dict:
-    """Train one agent (``options``: those of :func:`saliency_jax.agents.train_rexl`) and write
+    """Train one agent (``options``: those of :func:`saliency_jax.app.agents.train_rexl`) and write
     it to ``out_root/rexl_<mode>_resnet_small``."""
     name = agents.agent_name(f"rexl_{mode}", MODEL)
     variables = agents.load_classifier_variables(classifier, model=MODEL)

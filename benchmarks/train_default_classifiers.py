@@ -27,8 +27,8 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run as a script
 
-from saliency_jax import embedded  # noqa: E402
-from saliency_jax.train_classifier import ClassifierTrainConfig, train_classifier  # noqa: E402
+from saliency_jax.app import classifiers  # noqa: E402
+from saliency_jax.app.train_classifier import ClassifierTrainConfig, train_classifier  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -49,7 +49,7 @@ def train(model: str, run_root: pathlib.Path) -> dict:
             ClassifierTrainConfig(model=model, init_from=init, **settings), run)
         print(f"{model} phase {phase}: test accuracy {metrics['test_accuracy']:.4f}", flush=True)
         previous = run
-    dst = embedded.packaged_classifier_dir(model)
+    dst = classifiers.packaged_classifier_dir(model)
     if dst.exists():
         shutil.rmtree(dst)
     dst.mkdir(parents=True)

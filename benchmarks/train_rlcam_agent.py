@@ -1,10 +1,10 @@
 """Train the packaged RL-CAM agent of the embedded default and measure it against greedy and RISE.
 
-``train`` is a thin wrapper of :func:`saliency_jax.agents.train_rlcam_default` (the same training
+``train`` is a thin wrapper of :func:`saliency_jax.app.agents.train_rlcam_default` (the same training
 as ``saliency-jax train-agent --method rlcam``). The black box is the packaged default classifier
 ``resnet_small`` (112 x 112, 6 classes); the agent is dataset-wide (episodes on uniformly drawn
 training images of the synthetic shapes benchmark, target = the label). Environment
-(``saliency_jax.agents.RLCAM_CONFIG``): a 7 x 7 grid of 16-px patches (``P = 49``, 99 actions,
+(``saliency_jax.app.agents.RLCAM_CONFIG``): a 7 x 7 grid of 16-px patches (``P = 49``, 99 actions,
 ``2P = 98`` look-ahead queries per step), horizon ``T = 12`` (the target object covers 2–10 % of
 the image, i.e. 1–5 patches; the rest of the horizon is room for refinements), ``λ = 1`` (a
 patch must gain ``1/P ≈ 0.02`` of probability to be worth adding).
@@ -15,7 +15,7 @@ patch must gain ``1/P ≈ 0.02`` of probability to be worth adding).
 ``train`` writes checkpoints to ``runs/agents/rlcam_resnet_small/`` (run the same command again to
 resume) and the final agent to ``saliency_jax/assets/agents/rlcam_resnet_small/`` (``--out``
 elsewhere; ``params/`` orbax, ``agent.json`` with the classifier's sha256, ``metrics.json``);
-:func:`saliency_jax.rlcam.load_rlcam_agent` loads it.
+:func:`saliency_jax._src.rlcam.load_rlcam_agent` loads it.
 ``evaluate`` (the agent of ``--agent``, default the packaged one) writes
 ``benchmarks/results/rlcam.json``: for the learned agent (argmax actions, and
 ``rlcam_sampled``: actions sampled as in training), the greedy baseline and RISE, the mean (± std
@@ -41,10 +41,12 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-import models  # noqa: E402
-from saliency_jax import agents, metrics, rlcam  # noqa: E402
+from saliency_jax import models  # noqa: E402
+from saliency_jax.app import agents  # noqa: E402
+from saliency_jax import metrics  # noqa: E402
+from saliency_jax._src import rlcam  # noqa: E402
 from saliency_jax.data import shapes  # noqa: E402
-from saliency_jax.rise import RiseConfig, rise  # noqa: E402
+from saliency_jax._src.rise import RiseConfig, rise  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 MODEL = agents.DEFAULT_MODEL

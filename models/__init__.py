@@ -3,7 +3,7 @@ weight import.
 
 ::
 
-    import models
+    from saliency_jax import models
     spec = models.get("resnet_small", num_classes=6)     # ModelSpec
     variables = models.init("resnet_small", key, num_classes=6)
     model_fn = models.classifier("resnet_small", variables)   # ModelFn: images in [0, 1] -> probs
@@ -19,8 +19,8 @@ are re-exported here.
 ``models`` imports nothing from ``saliency_jax``.
 """
 
-from models import weights
-from models.registry import (
+from . import weights
+from .registry import (
     available,
     classifier,
     features_fn,
@@ -28,8 +28,8 @@ from models.registry import (
     init,
     logits_fn,
 )
-from models.spec import ModelSpec
-from models.weights import (
+from .spec import ModelSpec
+from .weights import (
     checkpoint_info,
     convert_file,
     convert_state_dict,

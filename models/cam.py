@@ -32,7 +32,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from models import registry, resnet, vgg
+from . import registry, resnet, vgg
 
 
 class CamModel(NamedTuple):
@@ -77,7 +77,7 @@ def _vgg_head_fn(pool_size: tuple[int, int]):
 
 def _efficientnet_class():
     try:
-        from models import efficientnet
+        from . import efficientnet
     except ModuleNotFoundError:  # pragma: no cover - optional while being written
         return None
     return efficientnet.EfficientNetLite0

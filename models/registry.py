@@ -23,29 +23,18 @@ variables trained with another class count, the count is read off the head's sha
 from __future__ import annotations
 
 import functools
-import importlib
 from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models import weights
-from models.spec import ModelSpec
-
-_MODULES = ("models.resnet", "models.vgg", "models.efficientnet")
-_OPTIONAL = {"models.efficientnet"}  # tolerated while it is being written
-
+from . import efficientnet, resnet, vgg, weights
+from .spec import ModelSpec
 
 def _collect() -> dict[str, ModelSpec]:
     specs: dict[str, ModelSpec] = {}
-    for module_name in _MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if e.name == module_name and module_name in _OPTIONAL:
-                continue
-            raise
+    for module in (resnet, vgg, efficientnet):
         for name, spec in module.SPECS.items():
             if name in specs:
                 raise RuntimeError(f"model name {name!r} is registered twice")

@@ -35,8 +35,8 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from models import weights
-from models.spec import ModelSpec
+from . import weights
+from .spec import ModelSpec
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

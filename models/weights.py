@@ -278,7 +278,7 @@ def convert_torch(
 def torch_layout(name: str, *, num_classes: int | None = None) -> list[tuple[str, tuple]]:
     """The torchvision-style ``[(key, shape)]`` layout that ``convert_state_dict(name, .)``
     accepts, in torch ``state_dict`` order (``num_batches_tracked`` included)."""
-    from models import registry
+    from . import registry
 
     spec = registry.get(name, num_classes=num_classes)
     return torch_layout_of(registry.variable_shapes(spec.name, spec.num_classes))
@@ -291,7 +291,7 @@ def convert_state_dict(
 
     Raises ``ValueError`` listing missing, unexpected and mis-shaped keys.
     """
-    from models import registry
+    from . import registry
 
     spec = registry.get(name, num_classes=num_classes)
     if spec.torch_to_flax is None:
@@ -333,7 +333,7 @@ def save_variables(
     the differences). ``num_classes`` defaults to the head size the variables hold; it is stored
     with the model name and checked by :func:`load_variables`.
     """
-    from models import registry
+    from . import registry
 
     spec = registry.spec_for(name, variables, num_classes=num_classes)
     path = os.path.abspath(os.fspath(path))

@@ -13,9 +13,10 @@ import jax
 import numpy as np
 import pytest
 
-import models
-from saliency_jax import agents, cli, methods, testing
-from saliency_jax.rlcam import rlcam_num_queries
+from saliency_jax import models
+from saliency_jax.app import agents, cli, methods
+from saliency_jax import testing
+from saliency_jax._src.rlcam import rlcam_num_queries
 
 SIZE = 35
 TINY = ["--image-size", str(SIZE), "--num-images", "8", "--num-envs", "4", "--no-progress"]
@@ -98,8 +99,8 @@ def test_train_agent_rexl_end_to_end_and_resumed(classifiers, tmp_path, capsys):
 
 def _untrained_rexl_agent(path, variables, *, hw=(SIZE, SIZE), stage="layer1"):
     """An agent folder as train-agent writes it, with random parameters (no training)."""
-    from saliency_jax import rexl
-    from saliency_jax.rl import checkpoint
+    from saliency_jax._src import rexl
+    from saliency_jax._src.rl import checkpoint
 
     config = rexl.RexlConfig(substrate="baseline", mask_visited=True, num_class_planes=6,
                              stage=stage, pi_layers=(8,), vf_layers=(8,))
@@ -236,7 +237,7 @@ def test_packaged_agent_dirs_and_digest():
 
 
 def test_evaluate_records_each_images_query_count(tmp_path):
-    from saliency_jax import evaluate as ev
+    from saliency_jax.app import evaluate as ev
     from saliency_jax.data import shapes
 
     yy, xx = np.mgrid[:63, :63]  # a disc the greedy policy covers in 0 or 9 steps here

@@ -9,12 +9,12 @@ import jax.numpy as jnp
 import flax.linen as nn
 import numpy as np
 import pytest
-from models.cam import CamModel
+from saliency_jax.models.cam import CamModel
 from reference import lime_numpy
 
 from saliency_jax import testing
-from saliency_jax.gradcam import GradCamConfig, cam_from_activations, gradcam
-from saliency_jax.lime import (
+from saliency_jax._src.gradcam import GradCamConfig, cam_from_activations, gradcam
+from saliency_jax._src.lime import (
     LimeConfig,
     kernel_weights,
     lime,
@@ -23,7 +23,7 @@ from saliency_jax.lime import (
     quickshift_segments,
     superpixel_mean_image,
 )
-from saliency_jax.occlusion import OcclusionConfig, occlusion, window_origins
+from saliency_jax._src.occlusion import OcclusionConfig, occlusion, window_origins
 
 Partial = jax.tree_util.Partial
 
@@ -253,7 +253,7 @@ def test_cam_from_activations():
 
 def _random_variables(name, num_classes, seed):
     """Random variables of ``name`` from their shapes (no Flax init compile)."""
-    from models import registry
+    from saliency_jax.models import registry
 
     rng = np.random.default_rng(seed)
 
@@ -278,8 +278,8 @@ def _split_and_full(cam, logits_fn, features_fn, images):
 @pytest.mark.parametrize("name", ["resnet_small", "vgg_small",
                                   pytest.param("resnet18", marks=pytest.mark.slow)])
 def test_cam_model_recomposes_logits(name):
-    import models
-    from models.cam import cam_model
+    from saliency_jax import models
+    from saliency_jax.models.cam import cam_model
 
     variables = _random_variables(name, 5, 0)
     cam = cam_model(name, variables)

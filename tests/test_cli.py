@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import models
-from saliency_jax import cli, methods
+from saliency_jax import models
+from saliency_jax.app import cli, methods
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,10 @@ import numpy as np
 import PIL.Image
 import pytest
 import skimage.data
-import torch  # noqa: F401  (the torch extra: reading the packaged .pth needs it)
 
-import models
-from models import efficientnet
-from models.imagenet_labels import imagenet_class_names, imagenet_wordnet_ids
+from saliency_jax import models
+from saliency_jax.models import efficientnet
+from saliency_jax.models.imagenet_labels import imagenet_class_names, imagenet_wordnet_ids
 
 NAME = "efficientnet_lite0"
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "efficientnet_lite0_parity.npz"

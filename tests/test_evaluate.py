@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from saliency_jax import evaluate as ev
+from saliency_jax.app import evaluate as ev
 from saliency_jax import metrics
 from saliency_jax import testing
 from saliency_jax.data import shapes

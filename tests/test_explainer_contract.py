@@ -19,15 +19,15 @@ import numpy as np
 import pytest
 
 from saliency_jax import testing
-from saliency_jax.gradcam import gradcam
-from saliency_jax.iassa import IassaConfig, iassa
-from saliency_jax.lime import LimeConfig, lime
-from saliency_jax.occlusion import OcclusionConfig, occlusion
-from saliency_jax.rexl import RexlConfig, patch_features, rexl
-from saliency_jax.rexl import init_agent as rexl_init_agent
-from saliency_jax.rise import RiseConfig, rise
-from saliency_jax.rlcam import RlcamConfig, rlcam, rlcam_greedy
-from saliency_jax.rlcam import init_agent as rlcam_init_agent
+from saliency_jax._src.gradcam import GradCamConfig, gradcam
+from saliency_jax._src.iassa import IassaConfig, iassa
+from saliency_jax._src.lime import LimeConfig, lime
+from saliency_jax._src.occlusion import OcclusionConfig, occlusion
+from saliency_jax._src.rexl import RexlConfig, patch_features, rexl
+from saliency_jax._src.rexl import init_agent as rexl_init_agent
+from saliency_jax._src.rise import RiseConfig, rise
+from saliency_jax._src.rlcam import RlcamConfig, rlcam, rlcam_greedy
+from saliency_jax._src.rlcam import init_agent as rlcam_init_agent
 
 HW = (32, 32)
 
@@ -215,11 +215,23 @@ def test_no_captured_model_weights(explainer, key, model_fn, images):
     )
 
 
-def test_map_does_not_depend_on_chunk_size(explainer, key, model_fn, images):
-    reference = np.asarray(explainer.explain(key, model_fn, images[0], 1))
-    for rechunked in explainer.rechunked:
+CHUNKED = [e for e in EXPLAINERS if e.rechunked]
+
+
+@pytest.mark.parametrize("chunked", CHUNKED, ids=lambda e: e.name)
+def test_map_does_not_depend_on_chunk_size(chunked, key, model_fn, images):
+    reference = np.asarray(chunked.explain(key, model_fn, images[0], 1))
+    for rechunked in chunked.rechunked:
         got = np.asarray(rechunked(key, model_fn, images[0], 1))
-        np.testing.assert_allclose(got, reference, rtol=explainer.rtol, atol=explainer.atol)
+        np.testing.assert_allclose(got, reference, rtol=chunked.rtol, atol=chunked.atol)
+
+
+def test_explainers_without_rechunked_variants_have_no_chunk_setting():
+    # Grad-CAM is one forward and backward pass; RExL one model call per step of its episode.
+    unchunked = {e.name for e in EXPLAINERS if not e.rechunked}
+    assert unchunked == {"gradcam", "rexl_argmax", "rexl_sampled"}
+    for config_type in (GradCamConfig, RexlConfig):
+        assert "batch_size" not in {f.name for f in dataclasses.fields(config_type)}
 
 
 def test_bad_inputs_raise_value_errors_naming_the_argument(explainer, key, model_fn, images):

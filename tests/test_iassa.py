@@ -1,4 +1,4 @@
-"""IASSA (saliency_jax.iassa) and its LRPF-SA attention (saliency_jax.attention).
+"""IASSA (saliency_jax._src.iassa) and its LRPF-SA attention (saliency_jax._src.attention).
 
 Expected values come from hand computation, from METHODS §2 (window counts, the bound on the
 reference attention) or from the loop-level numpy port ``tests/reference/iassa_numpy.py``.
@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from reference import iassa_numpy as ref
 
-from saliency_jax import attention as lrpf
+from saliency_jax._src import attention as lrpf
 from saliency_jax import testing
-from saliency_jax.iassa import (
+from saliency_jax._src.iassa import (
     IassaConfig,
     iassa,
     iassa_num_queries,

@@ -17,7 +17,8 @@ from reference import causal_metric_numpy as ref
 from scipy.ndimage import gaussian_filter
 
 from saliency_jax import metrics, testing
-from saliency_jax.metrics import aggregate
+from saliency_jax._src.metrics import causal
+from saliency_jax._src.metrics import aggregate
 
 # ----------------------------------------------------------------------------------------------
 # Models
@@ -309,7 +310,7 @@ def test_memory_flat_in_number_of_steps():
 
     def temp_bytes(step):
         lowered = jax.jit(
-            functools.partial(metrics.causal._causal_curve, step=step, batch_size=8, insert=False)
+            functools.partial(causal._causal_curve, step=step, batch_size=8, insert=False)
         ).lower(model_fn, image, sal, None, substrate)
         return lowered.compile().memory_analysis().temp_size_in_bytes
 

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
-import models
-from models import registry, vgg, weights
+from saliency_jax import models
+from saliency_jax.models import registry, vgg, weights
 from saliency_jax import testing
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"

@@ -9,8 +9,8 @@ import pytest
 import skimage.transform
 
 from saliency_jax import testing
-from saliency_jax.rexl import RexlConfig, rexl, rexl_num_queries, trajectory_saliency
-from saliency_jax.rl import networks
+from saliency_jax._src.rexl import RexlConfig, rexl, rexl_num_queries, trajectory_saliency
+from saliency_jax._src.rl import networks
 
 H = W = 16
 K = 4

@@ -15,7 +15,7 @@ import pytest
 from reference import rise_numpy
 
 from saliency_jax import masks, testing
-from saliency_jax.rise import RiseConfig, rise, rise_all_classes, rise_from_masks
+from saliency_jax._src.rise import RiseConfig, rise, rise_all_classes, rise_from_masks
 
 REPO = Path(__file__).resolve().parents[1]
 CFG = RiseConfig(num_masks=48, grid=4, p_keep=0.5, batch_size=16)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from saliency_jax import testing
-from saliency_jax.rl import env as rl_env
+from saliency_jax._src import rexl_env as rl_env
 
 H = W = 16
 K = 4  # 4 x 4 grid of 4 x 4-pixel patches

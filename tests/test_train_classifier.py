@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from saliency_jax.train_classifier import (
+from saliency_jax.app.train_classifier import (
     ClassifierTrainConfig,
     dihedral_augment,
     train_classifier,
@@ -77,7 +77,7 @@ def test_bad_config(kwargs, match):
 
 
 def test_same_area_elsewhere_is_disjoint_and_of_equal_area():
-    from saliency_jax.train_classifier import same_area_elsewhere
+    from saliency_jax.app.train_classifier import same_area_elsewhere
 
     mask = np.zeros((40, 40), bool)
     mask[5:15, 8:20] = True
@@ -92,7 +92,7 @@ def test_same_area_elsewhere_is_disjoint_and_of_equal_area():
 
 def test_object_reliance_on_a_model_that_looks_at_the_object_only():
     from saliency_jax import testing
-    from saliency_jax.train_classifier import object_reliance
+    from saliency_jax.app.train_classifier import object_reliance
 
     mask = np.zeros((32, 32), bool)
     mask[4:12, 4:12] = True

@@ -5,7 +5,7 @@ Written from METHODS §2.2 and the code's structure (``blackboxscore.py`` ``gene
 ``forward``), in float64, with the image-size-dependent constants made arguments. Used only as
 the expected values of ``tests/test_iassa.py``; never imported by the library.
 
-Differences from the released code, all shared with ``saliency_jax.iassa`` variant
+Differences from the released code, all shared with ``saliency_jax._src.iassa`` variant
 ``"reference"`` and stated there: the model is any numpy callable on ``[b, h, w, 3]`` images in
 [0, 1] masked towards ``baseline`` (the code masks the normalised tensor, i.e. towards the mean
 colour), the class is given, features are given as arrays, an empty HAR keeps every mask

@@ -17,9 +17,9 @@ poses saliency as a sequential search. The image is cut into a ``k x k`` grid of
   episode, i.e. ``mean_rgb + u · std_rgb`` in pixel space with ``u ~ U[−0.5, 0.5)``; or
   ``"baseline"``, the constant mean colour (the masking baseline of the other methods, for
   comparability). ``mean_rgb``/``std_rgb`` are the ``model_fn`` Partial's keywords; a model that
-  declares no mean gets the baseline of :func:`saliency_jax.baselines.resolve_baseline` (zeros),
+  declares no mean gets black (zeros),
   one that declares no std is taken to normalise by the mean only (``std_rgb = 1``), as
-  :mod:`saliency_jax.metrics.causal` does.
+  :mod:`saliency_jax.metrics` does.
 * **target** ``c``: given per image, or ``-1`` for the top-1 class of the original image.
 * **observation** (METHODS §3.2): features of a frozen trunk (``features_fn``, its last stage
   unless ``stage`` is named) of the canvas, ``f32[hs, ws, c]``; for insertion the original's
@@ -50,7 +50,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from saliency_jax import baselines, validation
+from saliency_jax._src import baselines, validation
+from saliency_jax._src.model_fn import as_pytree_fn
 
 MODES = ("deletion", "insertion")
 SUBSTRATES = ("noise", "baseline")
@@ -114,15 +115,6 @@ class EnvState(NamedTuple):
     visited: jax.Array  # bool[k, k]
     substrate: jax.Array  # f32[h, w, 3]
     t: jax.Array  # i32[]: steps taken in this episode
-
-
-def as_partial(fn) -> jax.tree_util.Partial:
-    """``fn`` as a ``Partial`` (a pytree whose function is static), unchanged if it is one."""
-    if isinstance(fn, jax.tree_util.Partial):
-        return fn
-    if not callable(fn):
-        raise ValueError(f"expected a callable (a ModelFn or features function), got {fn!r}")
-    return jax.tree_util.Partial(fn)
 
 
 def select_features(features, stage: str | None = None) -> jax.Array:
@@ -243,7 +235,8 @@ def make_env_params(
     grid = check_grid(grid, (h, w))
     check_mode(mode)
     check_substrate(substrate)
-    model_fn, features_fn = as_partial(model_fn), as_partial(features_fn)
+    model_fn = as_pytree_fn(model_fn)
+    features_fn = as_pytree_fn(features_fn, "features_fn")
     num_classes = validation.num_classes_of(model_fn, images[0])
     if targets is None:
         targets = np.full((n,), -1, np.int32)
@@ -264,7 +257,7 @@ def make_env_params(
     if isinstance(probe, dict) and stage is not None and stage not in probe:
         raise ValueError(f"stage={stage!r} is not among features_fn's stages {list(probe)}")
     if fused_fn is not None:
-        fused_fn = as_partial(fused_fn)
+        fused_fn = as_pytree_fn(fused_fn, "fused_fn")
         out = jax.eval_shape(fused_fn, jax.ShapeDtypeStruct((1, h, w, 3), jnp.float32))
         if not (isinstance(out, tuple) and len(out) == 2 and out[0].shape == (1, num_classes)
                 and select_features(out[1], stage).shape == select_features(probe, stage).shape):
@@ -438,4 +431,4 @@ def _num_actions(params: EnvParams) -> int:
 
 
 REXL = Environment(reset=reset, step=step, action_mask=action_mask, num_actions=_num_actions)
-"""The RExL environment as an :class:`Environment` for :func:`saliency_jax.rl.ppo.make_train`."""
+"""The RExL environment as an :class:`Environment` for :func:`saliency_jax.rl.make_train`."""

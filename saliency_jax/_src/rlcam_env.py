@@ -12,7 +12,7 @@ sides); patch ``j`` sits at row ``j // k``, column ``j % k``; ``P = k²``. Defau
 A 14 x 14 grid quadruples the look-ahead and the action space (see *Cost*).
 
 **Masking.** With the binary patch mask ``m`` up-sampled to pixels and the baseline ``b`` (the
-model's mean colour, :func:`saliency_jax.baselines.resolve_baseline`):
+model's mean colour, the default baseline):
 ``keep(m) = p_c(I⊙m + (1−m)·b)`` (only the mask shown) and
 ``remove(m) = p_c(I⊙(1−m) + m·b)`` (the mask hidden).
 
@@ -67,7 +67,7 @@ auto-reset branch, evaluated at every step by the select, queries nothing.
 
 Functional contract (gymnax): ``reset(key, params) -> (obs, state)``,
 ``step(key, state, action, params) -> (obs, state, reward, done, info)``; batch with
-``jax.vmap``. :data:`RLCAM` bundles them for :func:`saliency_jax.rl.ppo.make_train`.
+``jax.vmap``. :data:`RLCAM` bundles them for :func:`saliency_jax.rl.make_train`.
 """
 
 from __future__ import annotations
@@ -82,8 +82,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from saliency_jax import baselines, validation
-from saliency_jax.rl.env import Environment, as_partial, check_grid, patch_mask
+from saliency_jax._src import baselines, validation
+from saliency_jax._src.model_fn import as_pytree_fn
+from saliency_jax._src.rexl_env import Environment, check_grid, patch_mask
 
 _EPS = 1e-6
 ACTION_ORDERS = ("rank", "patch")
@@ -383,7 +384,7 @@ def make_env_params(model_fn, images, targets=None, *, config: RlcamConfig = Rlc
     images = images.astype(jnp.float32)
     n, h, w, _ = images.shape
     check_grid(config.grid, (h, w))
-    model_fn = as_partial(model_fn)
+    model_fn = as_pytree_fn(model_fn)
     num_classes = validation.num_classes_of(model_fn, images[0])
     targets = np.full((n,), -1, np.int32) if targets is None else np.asarray(targets)
     if targets.shape != (n,) or not np.issubdtype(targets.dtype, np.integer):
@@ -461,7 +462,7 @@ def _num_actions(params: EnvParams) -> int:
 
 
 RLCAM = Environment(reset=reset, step=step, action_mask=action_mask, num_actions=_num_actions)
-"""The RL-CAM environment as an :class:`~saliency_jax.rl.env.Environment` for PPO."""
+"""The RL-CAM environment as an :class:`saliency_jax.rl.Environment` for PPO."""
 
 
 def env_description(params: EnvParams) -> dict:

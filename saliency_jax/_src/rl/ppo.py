@@ -9,14 +9,14 @@ trains several seeds at once.
 
 The pieces are module-level pure functions (:func:`gae`, :func:`ppo_loss`, :func:`init_runner`,
 :func:`update_step`, :func:`run_updates`) so that they can be tested alone and so that the
-chunked, checkpointed driver (:mod:`saliency_jax.rl.checkpoint`) runs exactly the same updates.
+chunked, checkpointed driver (:mod:`saliency_jax._src.rl.checkpoint`) runs exactly the same updates.
 
 **Deviation from RExL.** The reference trains with ACER (stable-baselines 2: ``gamma=1``,
 ``n_steps=980``, RMSProp ``lr=5e-5``, replay; METHODS §3.3). We use on-policy PPO with GAE
 (Schulman et al. 2017) and Optax ``chain(clip_by_global_norm, adam)``: no replay buffer, no
 average policy, no trust-region correction. ``gamma=1`` and ``ent_coef=0.01`` are kept.
 
-The environment is passed as an :class:`~saliency_jax.rl.env.Environment` of pure functions
+The environment is passed as an :class:`saliency_jax.rl.Environment` of pure functions
 (``reset``, ``step``, ``action_mask``, ``num_actions``); observations may be any pytree; actions
 are discrete, with the environment's action mask applied to the logits.
 """
@@ -30,8 +30,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from saliency_jax.rl import networks
-from saliency_jax.rl.env import REXL, Environment
+from saliency_jax._src.rl import networks
+from saliency_jax._src.rexl_env import REXL, Environment
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,7 @@ the RL agents its stage features. A method that cannot run for the model (no REx
 for this classifier, an image size its grid does not divide) raises
 :class:`MethodUnavailableError`; ``build_methods(..., on_unavailable=...)`` skips such methods.
 
-The RL methods use the agents of :mod:`saliency_jax.agents` (packaged for ``resnet_small``):
+The RL methods use the agents of :mod:`saliency_jax.app.agents` (packaged for ``resnet_small``):
 ``rexl`` / ``rexl_insertion`` only for the classifier they were trained on (same registry name
 and variables' sha256, same image size); ``rlcam`` for any classifier and any image size its
 7 x 7 grid divides (its observation is made of look-ahead scores only); ``rlcam_greedy`` needs
@@ -26,16 +26,16 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-import models
-from saliency_jax import agents
-from saliency_jax.gradcam import gradcam
-from saliency_jax.iassa import REFERENCE_LEVELS, IassaConfig, iassa, iassa_num_queries
-from saliency_jax.lime import LimeConfig, lime
-from saliency_jax.occlusion import OcclusionConfig, occlusion
-from saliency_jax.rexl import rexl, rexl_num_queries
-from saliency_jax.rise import RiseConfig, rise
-from saliency_jax.rl.env import check_grid
-from saliency_jax.rlcam import rlcam_explain, rlcam_greedy_explain, rlcam_num_queries
+from saliency_jax import models
+from saliency_jax.app import agents
+from saliency_jax._src.gradcam import gradcam
+from saliency_jax._src.iassa import REFERENCE_LEVELS, IassaConfig, iassa, iassa_num_queries
+from saliency_jax._src.lime import LimeConfig, lime
+from saliency_jax._src.occlusion import OcclusionConfig, occlusion
+from saliency_jax._src.rexl import rexl, rexl_num_queries
+from saliency_jax._src.rise import RiseConfig, rise
+from saliency_jax._src.rexl_env import check_grid
+from saliency_jax._src.rlcam import rlcam_explain, rlcam_greedy_explain, rlcam_num_queries
 
 
 class MethodUnavailableError(ValueError):
@@ -92,7 +92,7 @@ def _occlusion(ctx: ModelContext, num_masks: int | None) -> Method:
 
 
 def _gradcam(ctx: ModelContext, num_masks: int | None) -> Method:
-    from models.cam import cam_model
+    from saliency_jax.models.cam import cam_model
 
     split = cam_model(ctx.name, ctx.variables)
 
@@ -142,7 +142,7 @@ def rexl_method(ctx: ModelContext, *, mode: str = "deletion", agent_dir=None,
                 deterministic: bool = True, name: str | None = None) -> Method:
     """RExL with the agent trained for ``ctx``'s classifier (default: the packaged one).
 
-    Argmax actions by default (the :func:`~saliency_jax.rexl.rexl` default), else sampled.
+    Argmax actions by default (the :func:`saliency_jax.rexl` default), else sampled.
     Raises :class:`MethodUnavailableError` when the agent is missing or was trained for another
     classifier or image size (the message says how to train one).
     """

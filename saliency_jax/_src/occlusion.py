@@ -21,7 +21,7 @@ inside the image; ``224, 64, 8`` gives 21 x 21 = 441 windows.
 **Cost.** ``num_windows + 1`` model queries (the ``+ 1`` is the unoccluded image). The windows
 are built by comparing a coordinate grid with each window's origin (no slicing), a chunk of
 ``batch_size`` at a time inside one compiled ``lax.scan`` whose chunks are split over the devices
-(:func:`saliency_jax.sharding.sharded_chunk_sum`): memory is one chunk whatever the number of
+(:func:`saliency_jax._src.sharding.sharded_chunk_sum`): memory is one chunk whatever the number of
 windows.
 
 Static under ``jit``: ``window``, ``stride``, ``batch_size`` and the image size. Traced:
@@ -39,7 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from saliency_jax import baselines, sharding, validation
+from saliency_jax._src import baselines, sharding, validation
+from saliency_jax._src.model_fn import as_pytree_fn
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -178,14 +179,19 @@ def occlusion(key, model_fn, image, target, *, config: OcclusionConfig = Occlusi
 
     Examples:
       >>> import jax, jax.numpy as jnp
-      >>> from saliency_jax import testing
-      >>> model_fn, _ = testing.tiny_cnn(jax.random.key(1), (32, 32))
+      >>> import saliency_jax as sj
+      >>> model_fn, _ = sj.testing.tiny_cnn(jax.random.key(1), (32, 32))
       >>> image = jnp.full((32, 32, 3), 0.7)
-      >>> cfg = OcclusionConfig.for_image_size(32)      # window 9, stride 1
-      >>> occlusion(jax.random.key(0), model_fn, image, 0, config=cfg).shape
+      >>> cfg = sj.OcclusionConfig.for_image_size(32)      # window 9, stride 1
+      >>> sj.occlusion(jax.random.key(0), model_fn, image, 0, config=cfg).shape
       (32, 32)
+
+    References:
+      Zeiler & Fergus, *Visualizing and Understanding Convolutional Networks*, ECCV 2014; as the
+      "sliding window" baseline of Petsiuk et al., BMVC 2018, Table 1.
     """
     del key
+    model_fn = as_pytree_fn(model_fn)
     if not isinstance(config, OcclusionConfig):
         raise ValueError(f"config must be an OcclusionConfig, got {type(config).__name__}")
     h, w = validation.check_image(image)

@@ -3,12 +3,12 @@
 Three agents ship with saliency-jax, all dataset-wide (trained on the synthetic shapes training
 images, :mod:`saliency_jax.data.shapes`) for the packaged ``resnet_small`` classifier at 112 x 112:
 
-* ``rexl_deletion_<model>`` and ``rexl_insertion_<model>``: RExL (:mod:`saliency_jax.rexl`), a
+* ``rexl_deletion_<model>`` and ``rexl_insertion_<model>``: RExL (:func:`saliency_jax.rexl`), a
   7 x 7 action grid, the classifier's own frozen trunk as the state encoder (the deepest stage
   at least as fine as the grid: ``layer3``, 7 x 7 x 64), one-hot class planes, target = the
   top-1 class, substrate = the model's mean colour, each patch visited once, PPO (default
   hidden widths (128, 64)). One fused network pass per step gives the reward and the next state.
-* ``rlcam_<model>``: RL-CAM (:mod:`saliency_jax.rlcam`), a 7 x 7 grid, horizon 12, ``λ = 1``,
+* ``rlcam_<model>``: RL-CAM (:func:`saliency_jax.rlcam`), a 7 x 7 grid, horizon 12, ``λ = 1``,
   target = the label, PPO with hidden widths (256, 128).
 
 Folder layout (:func:`packaged_agent_dir`): ``params/`` (orbax), ``agent.json`` (what the
@@ -22,7 +22,7 @@ Which classifier an agent fits:
   checks the registry name, the digest and the image size, and raises ``ValueError`` saying how
   to train a matching agent (``saliency-jax train-agent --method rexl ...``).
 * An RL-CAM agent observes only the look-ahead scores of its own masks (``[mask, gains,
-  gains / max|gains|, keep, remove, t/T]``; :mod:`saliency_jax.rl.rlcam_env`), never features or
+  gains / max|gains|, keep, remove, t/T]``; :mod:`saliency_jax._src.rlcam_env`), never features or
   pixels, so it runs on any classifier and any image size its grid divides (:func:`rlcam_agent_for`
   checks only that). On another classifier the scores follow another distribution (e.g. the
   small probabilities of a 1000-class model): a valid RL-CAM episode, but out of the agent's
@@ -30,7 +30,7 @@ Which classifier an agent fits:
 
 Training (:func:`train_rexl`, :func:`train_rlcam_default`) is resumable: the run folder holds
 orbax checkpoints after every ``checkpoint_every`` updates, and the same call again resumes from
-the last one (bit-identical to an uninterrupted run; :func:`saliency_jax.rl.checkpoint.train_agent`).
+the last one (bit-identical to an uninterrupted run; :func:`saliency_jax.rl.train_agent`).
 """
 
 from __future__ import annotations
@@ -47,11 +47,12 @@ import time
 import jax
 import numpy as np
 
-import models
-from saliency_jax import embedded, validation
-from saliency_jax.rexl import RexlConfig
-from saliency_jax.rl import env as rl_env
-from saliency_jax.rlcam import RlcamConfig
+from saliency_jax import models
+from saliency_jax._src import validation
+from saliency_jax.app import classifiers
+from saliency_jax._src.rexl import RexlConfig
+from saliency_jax._src import rexl_env as rl_env
+from saliency_jax._src.rlcam import RlcamConfig
 
 DEFAULT_MODEL = "resnet_small"
 DEFAULT_IMAGE_SIZE = 112
@@ -75,7 +76,7 @@ def agent_name(method: str, model: str = DEFAULT_MODEL) -> str:
 def packaged_agent_dir(method: str, model: str = DEFAULT_MODEL) -> pathlib.Path:
     """Where the packaged agent of ``method`` (``rexl``, ``rexl_insertion``, ``rlcam``) for
     ``model`` lives (it may not exist)."""
-    return embedded.ASSETS / "agents" / agent_name(method, model)
+    return classifiers.ASSETS / "agents" / agent_name(method, model)
 
 
 def variables_digest(variables) -> str:
@@ -88,7 +89,7 @@ def variables_digest(variables) -> str:
 
 def classifier_path(path=None, *, model: str = DEFAULT_MODEL) -> pathlib.Path:
     """The classifier's variables folder: ``path``, else ``model``'s packaged/converted weights."""
-    return embedded.resolve_checkpoint(model, None if path is None else str(path))
+    return classifiers.resolve_checkpoint(model, None if path is None else str(path))
 
 
 def load_classifier_variables(path=None, *, model: str = DEFAULT_MODEL) -> dict:
@@ -163,7 +164,7 @@ def train_images(num_images: int, image_size: int = DEFAULT_IMAGE_SIZE, *, split
 def rexl_train_config(updates: int, *, num_envs: int = 16, lr: float = 1e-3,
                       layers=REXL_LAYERS, grid: int = REXL_GRID):
     """PPO settings of the default RExL agents (chosen in short trial runs on resnet_small)."""
-    from saliency_jax.rl import ppo
+    from saliency_jax._src.rl import ppo
 
     return ppo.TrainConfig(
         num_envs=num_envs, num_steps=grid * grid, num_updates=updates, update_epochs=4,
@@ -261,7 +262,7 @@ def train_rexl(mode: str, *, classifier_variables, run_dir, out=None,
       The training summary (``metrics.json`` plus ``agent_dir``), or ``None`` when ``max_chunks``
       stopped it before the end.
     """
-    from saliency_jax.rl import checkpoint
+    from saliency_jax._src.rl import checkpoint
 
     rl_env.check_mode(mode)
     _check_counts(updates=updates, num_envs=num_envs, num_images=num_images,
@@ -313,12 +314,12 @@ def train_rlcam_default(*, classifier_variables, run_dir, out=None, model: str =
     """Train (or resume) the dataset-wide RL-CAM agent for a registry classifier.
 
     Episodes run on the first ``num_images`` shapes training images with their labels as
-    targets; PPO of :func:`saliency_jax.rlcam.default_train_config` with ``epochs`` epochs per
+    targets; PPO of :func:`saliency_jax._src.rlcam.default_train_config` with ``epochs`` epochs per
     update. Folders, resuming and the return value as :func:`train_rexl`; ``agent.json``
     records ``model`` and ``classifier_sha256`` (provenance: the agent itself runs on any
     classifier, see the module doc).
     """
-    from saliency_jax import rlcam
+    from saliency_jax._src import rlcam
 
     _check_counts(updates=updates, num_envs=num_envs, epochs=epochs, num_images=num_images,
                   checkpoint_every=checkpoint_every, image_size=image_size)
@@ -359,7 +360,7 @@ def _train_hint(method: str, model: str, image_hw) -> str:
 
 def load_agent_meta(path) -> tuple[dict, dict]:
     """``(params, agent.json)`` of an agent folder; a ``ValueError`` when there is none."""
-    from saliency_jax.rl import checkpoint
+    from saliency_jax._src.rl import checkpoint
 
     return checkpoint.load_agent(path)
 
@@ -393,7 +394,7 @@ def rexl_agent_for(model: str, variables, image_hw, *, mode: str = "deletion", a
 
     ``agent_dir`` defaults to :func:`packaged_agent_dir`.
     """
-    from saliency_jax import rexl
+    from saliency_jax._src import rexl
 
     rl_env.check_mode(mode)
     method = "rexl" if mode == "deletion" else "rexl_insertion"
@@ -420,7 +421,7 @@ def rlcam_agent_for(image_hw, *, model: str = DEFAULT_MODEL, agent_dir=None):
     ``agent_dir`` defaults to the packaged agent of ``model`` if there is one, else that of
     :data:`DEFAULT_MODEL`: the agent runs on any classifier and image size (module doc).
     """
-    from saliency_jax import rlcam
+    from saliency_jax._src import rlcam
 
     if agent_dir is not None:
         path = pathlib.Path(agent_dir)

@@ -1,15 +1,14 @@
 """Evaluation metrics for saliency maps (METHODS §5).
 
-Causal (RISE protocol, :mod:`.causal`): :func:`deletion` (lower is better), :func:`insertion`
-(higher is better), both ``-> Curve(scores, auc)``. Localisation (:mod:`.localization`):
+Causal (RISE protocol): :func:`deletion` (lower is better), :func:`insertion`
+(higher is better), both ``-> Curve(scores, auc)``. Localisation:
 :func:`pointing_game` (C-EBP protocol, 15 px tolerance), :func:`iou`, :func:`f1` (Dice),
 :func:`precision`, :func:`recall`, :func:`iassa_micro_f1` (= pixel accuracy), :func:`binarize`.
-Dataset summaries (:mod:`.aggregate`): :func:`mean_std`, :func:`pointing_game_accuracy`.
+Dataset summaries: :func:`mean_std`, :func:`pointing_game_accuracy`.
 """
 
-from saliency_jax.metrics import aggregate
-from saliency_jax.metrics.aggregate import PointingGameResult, mean_std, pointing_game_accuracy
-from saliency_jax.metrics.causal import (
+from saliency_jax._src.metrics.aggregate import PointingGameResult, mean_std, pointing_game_accuracy
+from saliency_jax._src.metrics.causal import (
     GKERN_TAPS,
     Curve,
     auc,
@@ -18,7 +17,7 @@ from saliency_jax.metrics.causal import (
     insertion,
     pixel_rank,
 )
-from saliency_jax.metrics.localization import (
+from saliency_jax._src.metrics.localization import (
     Overlap,
     binarize,
     boxes_to_mask,
@@ -36,7 +35,6 @@ __all__ = [
     "Curve",
     "Overlap",
     "PointingGameResult",
-    "aggregate",
     "auc",
     "binarize",
     "blur",

@@ -38,7 +38,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from saliency_jax import masks, validation
+from saliency_jax._src import masks, validation
 
 UPSAMPLE_METHODS = ("linear", "mirror")
 
@@ -109,8 +109,13 @@ def gradcam(key, model_fn, image, target, *, cam_model, config: GradCamConfig = 
       >>> head = jax.tree_util.Partial(lambda a: a.mean(axis=(1, 2)))          # 3 logits
       >>> model_fn = jax.tree_util.Partial(lambda x: jax.nn.softmax(x.mean(axis=(1, 2))))
       >>> image = jnp.full((32, 32, 3), 0.5)
-      >>> gradcam(jax.random.key(0), model_fn, image, 1, cam_model=Split(trunk, head)).shape
+      >>> import saliency_jax as sj
+      >>> sj.gradcam(jax.random.key(0), model_fn, image, 1, cam_model=Split(trunk, head)).shape
       (32, 32)
+
+    References:
+      Selvaraju et al., *Grad-CAM: Visual Explanations from Deep Networks via Gradient-based
+      Localization*, ICCV 2017.
     """
     del key
     if not isinstance(config, GradCamConfig):

@@ -19,8 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from saliency_jax import metrics, methods
-from saliency_jax.metrics import aggregate
+from saliency_jax import metrics
+from saliency_jax.app import methods
+from saliency_jax._src.metrics import aggregate
 
 RECORD_VERSION = 2
 METRIC_KEYS = ("deletion", "insertion", "pointing", "iou", "f1", "precision", "recall")
@@ -212,7 +213,7 @@ def run_evaluate(config: EvaluateConfig, out_dir, *, model_fn, dataset, context=
     ``results.json``, ``table.md``, ``examples.png`` and ``curves.png`` under ``out_dir``;
     returns the summary dict.
     """
-    from saliency_jax import plots
+    from saliency_jax.app import plots
 
     if config.num_images > len(dataset):
         raise ValueError(

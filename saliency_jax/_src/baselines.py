@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from saliency_jax import validation
+from saliency_jax._src import validation
 
 
 def model_mean_rgb(model_fn):

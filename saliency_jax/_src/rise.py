@@ -13,7 +13,7 @@ normalised tensor (METHODS §1.4).
 
 Masks (:mod:`saliency_jax.masks`) are made from the key inside the compiled call, one chunk
 of ``batch_size`` at a time, in a ``lax.scan`` that accumulates ``P_chunk^T @ M_chunk`` in
-float32; the chunks are split over all devices (:mod:`saliency_jax.sharding`). Memory is one
+float32; the chunks are split over all devices (:mod:`saliency_jax._src.sharding`). Memory is one
 chunk whatever ``num_masks``; mask ``i`` depends on ``fold_in(key, i)`` only, so the map does
 not depend on ``batch_size`` or the number of devices beyond float summation order.
 
@@ -31,7 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from saliency_jax import baselines, masks, sharding, validation
+from saliency_jax._src import baselines, masks, sharding, validation
+from saliency_jax._src.model_fn import as_pytree_fn
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -140,16 +141,6 @@ def _rise_from_masks(model_fn, image, mask_set, baseline, p_keep, *, batch_size)
 # --------------------------------------------------------------------------- public API
 
 
-def _as_partial(model_fn):
-    """``model_fn`` as a pytree. A plain callable is wrapped, and then compiles per function
-    object with its closed-over weights as constants: pass a ``jax.tree_util.Partial``."""
-    if isinstance(model_fn, jax.tree_util.Partial):
-        return model_fn
-    if not callable(model_fn):
-        raise ValueError(f"model_fn must be callable (a ModelFn), got {type(model_fn).__name__}")
-    return jax.tree_util.Partial(model_fn)
-
-
 def _prepare(model_fn, image, config, baseline):
     """Validate the arguments shared by ``rise`` and ``rise_all_classes``."""
     if not isinstance(config, RiseConfig):
@@ -183,14 +174,18 @@ def rise(key, model_fn, image, target, *, config: RiseConfig = DEFAULT_CONFIG, b
 
     Examples:
       >>> import jax, jax.numpy as jnp
-      >>> from saliency_jax import testing
-      >>> model_fn, _ = testing.tiny_cnn(jax.random.key(1), (32, 32))
+      >>> import saliency_jax as sj
+      >>> model_fn, _ = sj.testing.tiny_cnn(jax.random.key(1), (32, 32))
       >>> image = jnp.full((32, 32, 3), 0.7)
-      >>> cfg = RiseConfig(num_masks=64, grid=4, batch_size=32)
-      >>> rise(jax.random.key(0), model_fn, image, 0, config=cfg).shape
+      >>> cfg = sj.RiseConfig(num_masks=64, grid=4, batch_size=32)
+      >>> sj.rise(jax.random.key(0), model_fn, image, 0, config=cfg).shape
       (32, 32)
+
+    References:
+      Petsiuk, Das, Saenko, *RISE: Randomized Input Sampling for Explanation of Black-box
+      Models*, BMVC 2018; code ``eclique/RISE``.
     """
-    model_fn = _as_partial(model_fn)
+    model_fn = as_pytree_fn(model_fn)
     image, baseline, num_classes, static = _prepare(model_fn, image, config, baseline)
     validation.check_target(target, num_classes)
     operands = sharding.replicate((key, model_fn, image, jnp.asarray(target, jnp.int32),
@@ -203,9 +198,31 @@ def rise_all_classes(key, model_fn, image, *, config: RiseConfig = DEFAULT_CONFI
 
     ``rise_all_classes(...)[c]`` equals ``rise(..., target=c)`` with the same key (up to float
     summation order). Costs a ``k x h x w`` float32 accumulator (200 MB for 1000 classes at 224²).
-    Arguments as :func:`rise`.
+
+    Args:
+      key: PRNG key (``jax.random.key``); the same key gives the masks of :func:`rise`.
+      model_fn: ``ModelFn``, ``f32[b, h, w, 3] -> f32[b, k]`` class probabilities.
+      image: ``f32[h, w, 3]`` in [0, 1].
+      config: :class:`RiseConfig` (static).
+      baseline: what a masked pixel becomes, as in :func:`rise`.
+
+    Returns:
+      ``f32[k, h, w]``: one map per class.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> import saliency_jax as sj
+      >>> model_fn, _ = sj.testing.tiny_cnn(jax.random.key(1), (32, 32))
+      >>> cfg = sj.RiseConfig(num_masks=64, grid=4, batch_size=32)
+      >>> sj.rise_all_classes(jax.random.key(0), model_fn, jnp.full((32, 32, 3), 0.7),
+      ...                     config=cfg).shape[1:]
+      (32, 32)
+
+    References:
+      Petsiuk, Das, Saenko, *RISE: Randomized Input Sampling for Explanation of Black-box
+      Models*, BMVC 2018; code ``eclique/RISE``.
     """
-    model_fn = _as_partial(model_fn)
+    model_fn = as_pytree_fn(model_fn)
     image, baseline, _, static = _prepare(model_fn, image, config, baseline)
     operands = sharding.replicate((key, model_fn, image, baseline, jnp.float32(config.p_keep)))
     return _rise_all(*operands, **static)
@@ -227,7 +244,7 @@ def rise_from_masks(model_fn, image, mask_set, *, p_keep, baseline=None, batch_s
       baseline: as in :func:`rise`.
       batch_size: masks per model call (static).
     """
-    model_fn = _as_partial(model_fn)
+    model_fn = as_pytree_fn(model_fn)
     h, w = validation.check_image(image)
     shape = np.shape(mask_set)
     if len(shape) != 3 or tuple(shape[1:]) != (h, w) or shape[0] < 1:

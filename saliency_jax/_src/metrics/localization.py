@@ -5,7 +5,7 @@ map is resized (bilinear) to the ground truth's resolution, its argmax taken (fi
 order on ties), and the point is a hit when the closed disk of radius ``tolerance`` pixels
 around it touches the object: some GT pixel ``(r, c)`` has ``(r − r0)² + (c − c0)² ≤ tolerance²``
 (distances between pixel indices). Higher is better. Datasets report the mean over categories
-of per-category hit rates (:func:`saliency_jax.metrics.aggregate.pointing_game_accuracy`).
+of per-category hit rates (:func:`saliency_jax.metrics.pointing_game_accuracy`).
 
 **Overlap metrics** (IASSA, Vasu & Long, WACV 2020; METHODS §5.3): the map is binarised by
 :func:`binarize` (or given already binary, as a bool array) and compared with the GT mask, any
@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from saliency_jax.metrics.causal import pixel_rank
+from saliency_jax._src.metrics.causal import pixel_rank
 
 MODES = ("relative", "absolute", "top_k")
 

@@ -2,7 +2,7 @@
 
 Iteration ``t = 0..k`` estimates a map ``S_t`` from sliding windows of size ``W_t`` and stride
 ``S_t`` (both shrinking with ``t``), adjusts it with the LRPF-SA attention
-(:mod:`saliency_jax.attention`), ``S'_t = β S_t + (1 − β) · attention(S_t)``, and restricts the
+(:mod:`saliency_jax._src.attention`), ``S'_t = β S_t + (1 − β) · attention(S_t)``, and restricts the
 next iteration's sampling to the highest activated region
 ``HAR_t = S'_t > min + T (max − min)`` (P-IASSA §3.1, eqs. 5–8; METHODS §2). The explanation is
 the last adjusted map ``S'_k``; ``return_iterations=True`` also returns ``S'_0..S'_k``.
@@ -29,7 +29,7 @@ Two variants (``IassaConfig.variant``):
     ``S_t = (1 − η) S_{t−1} + η (Ŝ_t − mean Ŝ_t + mean S_{t−1})`` with ``η = update`` (0.5);
     pixels not covered keep ``S_{t−1}``.
   - The LRPF-SA of the paper variant (one temperature row-softmax on normalised features,
-    see :mod:`saliency_jax.attention`), which does move saliency between similar pixels.
+    see :mod:`saliency_jax._src.attention`), which does move saliency between similar pixels.
   - Early stop: once ``‖S_t − S_{t−1}‖ / ‖S_{t−1}‖ < tol`` the map is frozen (the remaining
     iterations run no model queries outside ``vmap``). ``tol = 0`` (default) runs all ``k``.
   - Schedule ``W_t = int(W − t ΔW)``, ``S_t = int(S − t ΔS)`` (the paper's "step size 1.5
@@ -97,8 +97,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
-from saliency_jax import attention as lrpf
-from saliency_jax import baselines, validation
+from saliency_jax._src import attention as lrpf
+from saliency_jax._src import baselines, validation
+from saliency_jax._src.model_fn import as_pytree_fn
 
 #: The image size the paper's pixel settings are for.
 REFERENCE_SIZE = 224
@@ -419,12 +420,6 @@ def _iassa_impl(key, model_fn, image, target, baseline, features_fn, params, *, 
 # --------------------------------------------------------------------------- public API
 
 
-def _as_pytree_fn(fn, name):
-    if not callable(fn):
-        raise ValueError(f"{name} must be callable, got {type(fn).__name__}")
-    return fn if isinstance(fn, jax.tree_util.Partial) else jax.tree_util.Partial(fn)
-
-
 def _check_features(features_fn, image_hw, config):
     """Stage names and attention grid, from ``features_fn``'s abstract output (no compute)."""
     h, w = image_hw
@@ -515,8 +510,8 @@ def iassa(key, model_fn, image, target, *, config: IassaConfig = IassaConfig(), 
             f"window {window} px (config.window={config.window:g} at scale {config.scale:g}) is "
             f"larger than the image {h}x{w}; use IassaConfig.for_image_size({min(h, w)})"
         )
-    model_fn = _as_pytree_fn(model_fn, "model_fn")
-    features_fn = _as_pytree_fn(features_fn, "features_fn")
+    model_fn = as_pytree_fn(model_fn, "model_fn")
+    features_fn = as_pytree_fn(features_fn, "features_fn")
     validation.check_target(target, validation.num_classes_of(model_fn, image))
     names, grid = _check_features(features_fn, (h, w), config)
     baseline = baselines.resolve_baseline(model_fn, image, baseline)

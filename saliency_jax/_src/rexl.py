@@ -1,7 +1,7 @@
 """RExL: saliency from the trajectory of a trained patch-visiting agent (Agarwal et al., 2021).
 
 The agent (trained with :mod:`saliency_jax.rl`) plays one episode of the RExL environment
-(:mod:`saliency_jax.rl.env`) on the image: ``k²`` steps, each removing (deletion) or revealing
+(:mod:`saliency_jax._src.rexl_env`) on the image: ``k²`` steps, each removing (deletion) or revealing
 (insertion) one of ``k x k`` patches and querying the black box once. The map is formed from the
 trajectory exactly as the reference ``evaluate.py`` (l.179–213; METHODS §3.4)::
 
@@ -35,9 +35,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from saliency_jax import masks, validation
-from saliency_jax.rl import env as rl_env
-from saliency_jax.rl import networks
+from saliency_jax._src import masks, validation
+from saliency_jax._src.model_fn import as_pytree_fn
+from saliency_jax._src import rexl_env as rl_env
+from saliency_jax._src.rl import networks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +75,7 @@ class RexlConfig:
 
     @classmethod
     def from_agent_meta(cls, meta: dict) -> RexlConfig:
-        """The config of an agent saved by :func:`saliency_jax.rl.checkpoint.train_agent`."""
+        """The config of an agent saved by :func:`saliency_jax.rl.train_agent`."""
         env, train = meta["env"], meta["train_config"]
         return cls(grid=env["grid"], mode=env["mode"], substrate=env["substrate"],
                    mask_visited=env["mask_visited"], num_class_planes=env["num_class_planes"],
@@ -96,7 +97,7 @@ def rexl_num_queries(config: RexlConfig = DEFAULT_CONFIG) -> int:
 
 def load_rexl_agent(path) -> tuple[dict, RexlConfig]:
     """``(agent_params, config)`` of an agent folder written by ``train_agent``."""
-    from saliency_jax.rl import checkpoint
+    from saliency_jax._src.rl import checkpoint
 
     params, meta = checkpoint.load_agent(path)
     return params, RexlConfig.from_agent_meta(meta)
@@ -238,6 +239,17 @@ def rexl(key, model_fn, image, target, *, config: RexlConfig = DEFAULT_CONFIG, a
     Returns:
       The up-sampled trajectory map ``f32[h, w]`` (see the module doc).
 
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> import saliency_jax as sj
+      >>> model_fn, _ = sj.testing.tiny_cnn(jax.random.key(1), (32, 32))
+      >>> cfg = sj.RexlConfig(grid=4, pi_layers=(8,), vf_layers=(8,))
+      >>> features_fn = sj.patch_features(4)                 # a 4 x 4 x 3 state encoder
+      >>> agent = sj.init_rexl_agent(jax.random.key(2), cfg, features_fn, (32, 32))  # untrained
+      >>> sj.rexl(jax.random.key(0), model_fn, jnp.full((32, 32, 3), 0.7), 0, config=cfg,
+      ...         agent_params=agent, features_fn=features_fn).shape
+      (32, 32)
+
     References:
       Agarwal, Iqbal, Buridi, Manjusha, Das, *Reinforcement Explanation Learning*, NeurIPS 2021
       workshop XAI4Debugging (arXiv 2111.13406); code ``CVIR/RExL``.
@@ -246,8 +258,8 @@ def rexl(key, model_fn, image, target, *, config: RexlConfig = DEFAULT_CONFIG, a
     rl_env.check_grid(config.grid, hw, name="grid")
     if not isinstance(config, RexlConfig):
         raise ValueError(f"config must be a RexlConfig, got {type(config).__name__}")
-    model_fn = rl_env.as_partial(model_fn)
-    features_fn = rl_env.as_partial(features_fn)
+    model_fn = as_pytree_fn(model_fn)
+    features_fn = as_pytree_fn(features_fn, "features_fn")
     num_classes = validation.num_classes_of(model_fn, image)
     validation.check_target(target, num_classes)
     if config.num_class_planes and config.num_class_planes < num_classes:

@@ -22,7 +22,7 @@ taken in increasing flat (row-major) index.
 
 **Compiled shape.** The pixels are ranked once (a rank map ``i32[h, w]``); the image at step ``i``
 is ``where(rank < count_i, finish, start)``. All ``n + 1`` images are built and scored inside one
-compiled call, ``batch_size`` images per model call (:func:`saliency_jax.sharding.sharded_chunk_sum`:
+compiled call, ``batch_size`` images per model call (:func:`saliency_jax._src.sharding.sharded_chunk_sum`:
 a ``lax.scan`` over chunks of step counts, the chunks split over all devices), so memory is one
 batch per device whatever the number of steps, and there is no Python loop over steps.
 """
@@ -36,7 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from saliency_jax import baselines, sharding, validation
+from saliency_jax._src import baselines, sharding, validation
+from saliency_jax._src.model_fn import as_pytree_fn
 
 SUBSTRATES = ("baseline", "blur", "noise")
 
@@ -186,6 +187,7 @@ def _causal_curve(model_fn, image, saliency, target, removed, *, step, batch_siz
 
 def _causal(model_fn, image, saliency, target, *, step, substrate, baseline, key, batch_size,
             insert):
+    model_fn = as_pytree_fn(model_fn)
     hw = validation.check_image(image)
     validation.check_saliency(saliency, hw)
     validation.check_positive_int(step, "step")

@@ -1,6 +1,6 @@
 """Orbax checkpoints for RL agents and a resumable, chunked training driver.
 
-:func:`train_agent` runs :func:`saliency_jax.rl.ppo.run_updates` a chunk of ``checkpoint_every``
+:func:`train_agent` runs :func:`saliency_jax._src.rl.ppo.run_updates` a chunk of ``checkpoint_every``
 updates per compiled call and saves the whole runner state (network parameters, optimiser
 state, environment states, current observations, running returns and the PRNG key) with
 orbax after every chunk. Run again with the same ``out_dir`` and it resumes from the latest
@@ -26,8 +26,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from saliency_jax.rl import ppo
-from saliency_jax.rl.env import REXL, Environment, EnvParams, observation_shape
+from saliency_jax._src.rl import ppo
+from saliency_jax._src.rexl_env import REXL, Environment, EnvParams, observation_shape
 
 
 def save_agent(path, params, meta: dict) -> pathlib.Path:
@@ -96,13 +96,13 @@ def train_agent(config: ppo.TrainConfig, env_params, out_dir, *, key, env: Envir
     """Train (or resume) an agent with PPO, checkpointing every ``checkpoint_every`` updates.
 
     Args:
-      config: the :class:`~saliency_jax.rl.ppo.TrainConfig`.
-      env_params: the environment's parameters (e.g. :func:`~saliency_jax.rl.env.make_env_params`).
+      config: the :class:`saliency_jax.rl.TrainConfig`.
+      env_params: the environment's parameters (e.g. :func:`~saliency_jax._src.rexl_env.make_env_params`).
       out_dir: the run folder (see the module doc). If it holds checkpoints of the same run,
         training resumes from the latest; a different ``config`` or environment raises
         ``ValueError``.
       key: ``jax.random.key``: the run's randomness (ignored when resuming: the saved key is used).
-      env: the :class:`~saliency_jax.rl.env.Environment` (default RExL).
+      env: the :class:`saliency_jax.rl.Environment` (default RExL).
       checkpoint_every: updates per compiled chunk and between checkpoints.
       progress: show a tqdm bar (per chunk) with the mean episode return.
       max_chunks: stop after this many chunks in this call (an interruption, for tests and

@@ -21,7 +21,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-import models
+from saliency_jax import models
 from saliency_jax.data import shapes
 
 

@@ -4,7 +4,7 @@ Sarkar et al., CVPRW 2023 (SAIAD), known from its abstract only (METHODS §4): a
 using only the model's output probabilities, with a forward action that finds the most sensitive
 region and a reverse action that fine-tunes the localisation mask. This is the **proposed**
 reimplementation of METHODS §4.4 (label results "RL-CAM-style"); the MDP is documented in
-:mod:`saliency_jax.rl.rlcam_env`: a ``k x k`` patch mask ``m``, objective
+:mod:`saliency_jax._src.rlcam_env`: a ``k x k`` patch mask ``m``, objective
 ``F(m) = p_c(I⊙m + (1−m)b) − p_c(I⊙(1−m) + m·b) − λ|m|/P``, reward ``ΔF``, and an observation
 holding the exact sensitivity ``s_j = F(m ⊕ e_j) − F(m)`` of every patch from one batched
 look-ahead.
@@ -47,11 +47,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from saliency_jax import baselines, masks, validation
-from saliency_jax.rl import networks
-from saliency_jax.rl import rlcam_env as env
-from saliency_jax.rl.env import as_partial, check_grid
-from saliency_jax.rl.rlcam_env import RlcamConfig
+from saliency_jax._src import baselines, masks, validation
+from saliency_jax._src.rl import networks
+from saliency_jax._src import rlcam_env as env
+from saliency_jax._src.model_fn import as_pytree_fn
+from saliency_jax._src.rexl_env import check_grid
+from saliency_jax._src.rlcam_env import RlcamConfig
 
 __all__ = [
     "RlcamConfig",
@@ -191,7 +192,7 @@ def _prepare(model_fn, image, target, config, baseline):
         raise ValueError(f"config must be an RlcamConfig, got {type(config).__name__}")
     hw = validation.check_image(image)
     check_grid(config.grid, hw, name="grid")
-    model_fn = as_partial(model_fn)
+    model_fn = as_pytree_fn(model_fn)
     validation.check_target(target, validation.num_classes_of(model_fn, image))
     baseline = baselines.resolve_baseline(model_fn, image, baseline)
     static = dict(grid=config.grid, horizon=config.steps, action_order=config.action_order,
@@ -217,6 +218,18 @@ def rlcam_explain(key, model_fn, image, target, *, config: RlcamConfig = RlcamCo
     Returns:
       :class:`RlcamResult`: saliency ``f32[h, w]``, mask ``bool[h, w]``, and the episode's facts.
 
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> import saliency_jax as sj
+      >>> model_fn, _ = sj.testing.tiny_cnn(jax.random.key(1), (32, 32))
+      >>> cfg = sj.RlcamConfig(grid=4, horizon=3, pi_layers=(8,), vf_layers=(8,))
+      >>> agent = sj.init_rlcam_agent(jax.random.key(2), cfg)           # untrained
+      >>> image = jnp.full((32, 32, 3), 0.7)
+      >>> result = sj.rlcam_explain(jax.random.key(0), model_fn, image, 0, config=cfg,
+      ...                           agent_params=agent)
+      >>> result.saliency.shape, result.mask.dtype
+      ((32, 32), dtype('bool'))
+
     References:
       Sarkar et al., *RL-CAM: Visual Explanations for Convolutional Networks using Reinforcement
       Learning*, CVPR 2023 Workshops (SAIAD), pp. 3861–3869.
@@ -231,23 +244,104 @@ def rlcam_explain(key, model_fn, image, target, *, config: RlcamConfig = RlcamCo
 
 def rlcam(key, model_fn, image, target, *, config: RlcamConfig = RlcamConfig(), agent_params,
           baseline=None, deterministic=True) -> jax.Array:
-    """The RL-CAM saliency map ``f32[h, w]`` (the credit map; see :func:`rlcam_explain`)."""
+    """The RL-CAM saliency map: the credit map of :func:`rlcam_explain`'s episode.
+
+    Args:
+      key: ``jax.random.key``: the actions when sampled (unused when ``deterministic``).
+      model_fn: the black box ``f32[b, h, w, 3] -> f32[b, K]`` (probabilities).
+      image: ``f32[h, w, 3]`` in [0, 1]; ``h`` and ``w`` divisible by ``config.grid``.
+      target: the class to explain (int; traced).
+      config: :class:`RlcamConfig`, as the agent was trained.
+      agent_params: the actor-critic's parameters (traced).
+      baseline: what a masked pixel becomes; default the model's ``mean_rgb`` (else zeros).
+      deterministic: argmax actions (default) or sampled ones (traced).
+
+    Returns:
+      ``f32[h, w]``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> import saliency_jax as sj
+      >>> model_fn, _ = sj.testing.tiny_cnn(jax.random.key(1), (32, 32))
+      >>> cfg = sj.RlcamConfig(grid=4, horizon=3, pi_layers=(8,), vf_layers=(8,))
+      >>> agent = sj.init_rlcam_agent(jax.random.key(2), cfg)           # untrained
+      >>> image = jnp.full((32, 32, 3), 0.7)
+      >>> sj.rlcam(jax.random.key(0), model_fn, image, 0, config=cfg, agent_params=agent).shape
+      (32, 32)
+
+    References:
+      Sarkar et al., *RL-CAM: Visual Explanations for Convolutional Networks using Reinforcement
+      Learning*, CVPR 2023 Workshops (SAIAD), pp. 3861–3869.
+    """
     return rlcam_explain(key, model_fn, image, target, config=config, agent_params=agent_params,
                          baseline=baseline, deterministic=deterministic).saliency
 
 
 def rlcam_mask(key, model_fn, image, target, *, config: RlcamConfig = RlcamConfig(),
                agent_params, baseline=None, deterministic=True) -> jax.Array:
-    """The RL-CAM localisation mask ``bool[h, w]`` (see :func:`rlcam_explain`)."""
+    """The RL-CAM localisation mask: the final patch mask of :func:`rlcam_explain`'s episode.
+
+    Args:
+      key: ``jax.random.key``: the actions when sampled (unused when ``deterministic``).
+      model_fn: the black box ``f32[b, h, w, 3] -> f32[b, K]`` (probabilities).
+      image: ``f32[h, w, 3]`` in [0, 1]; ``h`` and ``w`` divisible by ``config.grid``.
+      target: the class to explain (int; traced).
+      config: :class:`RlcamConfig`, as the agent was trained.
+      agent_params: the actor-critic's parameters (traced).
+      baseline: what a masked pixel becomes; default the model's ``mean_rgb`` (else zeros).
+      deterministic: argmax actions (default) or sampled ones (traced).
+
+    Returns:
+      ``bool[h, w]``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> import saliency_jax as sj
+      >>> model_fn, _ = sj.testing.tiny_cnn(jax.random.key(1), (32, 32))
+      >>> cfg = sj.RlcamConfig(grid=4, horizon=3, pi_layers=(8,), vf_layers=(8,))
+      >>> agent = sj.init_rlcam_agent(jax.random.key(2), cfg)           # untrained
+      >>> image = jnp.full((32, 32, 3), 0.7)
+      >>> sj.rlcam_mask(jax.random.key(0), model_fn, image, 0, config=cfg,
+      ...               agent_params=agent).shape
+      (32, 32)
+
+    References:
+      Sarkar et al., *RL-CAM: Visual Explanations for Convolutional Networks using Reinforcement
+      Learning*, CVPR 2023 Workshops (SAIAD), pp. 3861–3869.
+    """
     return rlcam_explain(key, model_fn, image, target, config=config, agent_params=agent_params,
                          baseline=baseline, deterministic=deterministic).mask
 
 
 def rlcam_greedy_explain(key, model_fn, image, target, *, config: RlcamConfig = RlcamConfig(),
                          baseline=None) -> RlcamResult:
-    """The greedy look-ahead baseline (no learning; module doc): an :class:`RlcamResult`.
+    """The greedy look-ahead baseline of RL-CAM (no learning; module doc): at each step the
+    action with the best look-ahead objective.
 
-    ``key`` is accepted for the shared signature; the greedy policy is deterministic.
+    Args:
+      key: accepted for the shared signature; the greedy policy is deterministic.
+      model_fn: the black box ``f32[b, h, w, 3] -> f32[b, K]`` (probabilities).
+      image: ``f32[h, w, 3]`` in [0, 1]; ``h`` and ``w`` divisible by ``config.grid``.
+      target: the class to explain (int; traced).
+      config: :class:`RlcamConfig` (grid, horizon, size penalty, batch size).
+      baseline: what a masked pixel becomes; default the model's ``mean_rgb`` (else zeros).
+
+    Returns:
+      :class:`RlcamResult`, as :func:`rlcam_explain`.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> import saliency_jax as sj
+      >>> model_fn, _ = sj.testing.tiny_cnn(jax.random.key(1), (32, 32))
+      >>> cfg = sj.RlcamConfig(grid=4, horizon=3)
+      >>> result = sj.rlcam_greedy_explain(jax.random.key(0), model_fn,
+      ...                                  jnp.full((32, 32, 3), 0.7), 0, config=cfg)
+      >>> result.mask.shape
+      (32, 32)
+
+    References:
+      Sarkar et al., *RL-CAM: Visual Explanations for Convolutional Networks using Reinforcement
+      Learning*, CVPR 2023 Workshops (SAIAD), pp. 3861–3869.
     """
     del key
     model_fn, image, target, baseline, penalty, static = _prepare(model_fn, image, target,
@@ -258,7 +352,31 @@ def rlcam_greedy_explain(key, model_fn, image, target, *, config: RlcamConfig = 
 
 def rlcam_greedy(key, model_fn, image, target, *, config: RlcamConfig = RlcamConfig(),
                  baseline=None) -> jax.Array:
-    """The greedy baseline's saliency map ``f32[h, w]`` (see :func:`rlcam_greedy_explain`)."""
+    """The greedy baseline's saliency map (the credit map of :func:`rlcam_greedy_explain`).
+
+    Args:
+      key: accepted for the shared signature; the greedy policy is deterministic.
+      model_fn: the black box ``f32[b, h, w, 3] -> f32[b, K]`` (probabilities).
+      image: ``f32[h, w, 3]`` in [0, 1]; ``h`` and ``w`` divisible by ``config.grid``.
+      target: the class to explain (int; traced).
+      config: :class:`RlcamConfig` (grid, horizon, size penalty, batch size).
+      baseline: what a masked pixel becomes; default the model's ``mean_rgb`` (else zeros).
+
+    Returns:
+      ``f32[h, w]``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> import saliency_jax as sj
+      >>> model_fn, _ = sj.testing.tiny_cnn(jax.random.key(1), (32, 32))
+      >>> sj.rlcam_greedy(jax.random.key(0), model_fn, jnp.full((32, 32, 3), 0.7), 0,
+      ...                 config=sj.RlcamConfig(grid=4, horizon=3)).shape
+      (32, 32)
+
+    References:
+      Sarkar et al., *RL-CAM: Visual Explanations for Convolutional Networks using Reinforcement
+      Learning*, CVPR 2023 Workshops (SAIAD), pp. 3861–3869.
+    """
     return rlcam_greedy_explain(key, model_fn, image, target, config=config,
                                 baseline=baseline).saliency
 
@@ -269,7 +387,7 @@ def rlcam_greedy(key, model_fn, image, target, *, config: RlcamConfig = RlcamCon
 
 def default_train_config(config: RlcamConfig = RlcamConfig(), **changes):
     """PPO settings for RL-CAM: rollouts of whole horizons, many epochs per (costly) sample."""
-    from saliency_jax.rl import ppo
+    from saliency_jax._src.rl import ppo
 
     settings = dict(num_envs=8, num_steps=config.steps, num_updates=40, update_epochs=8,
                     num_minibatches=4, lr=1e-3, anneal_lr=True, gamma=1.0, gae_lambda=0.95,
@@ -286,7 +404,7 @@ def train_rlcam(config: RlcamConfig, images, targets, model_fn, out_dir, *, key,
 
     A dataset-wide agent: episodes start on uniformly drawn ``images`` (``f32[n, h, w, 3]``) with
     their ``targets`` (``int[n]``, ``-1`` = the model's top-1). Training is
-    :func:`saliency_jax.rl.checkpoint.train_agent` on the :data:`~saliency_jax.rl.rlcam_env.RLCAM`
+    :func:`saliency_jax.rl.train_agent` on the :data:`saliency_jax.rl.RLCAM`
     environment: one compiled chunk of ``checkpoint_every`` PPO updates at a time, an orbax
     checkpoint after each; calling again with the same ``out_dir`` resumes from the last one and
     ends with the same parameters as an uninterrupted run. ``max_chunks`` stops early (tests,
@@ -295,14 +413,14 @@ def train_rlcam(config: RlcamConfig, images, targets, model_fn, out_dir, *, key,
 
     Args:
       config: :class:`RlcamConfig` (grid, horizon, λ, layers).
-      train_config: a :class:`~saliency_jax.rl.ppo.TrainConfig`; default
+      train_config: a :class:`saliency_jax.rl.TrainConfig`; default
         :func:`default_train_config`; its layers must equal ``config``'s.
       key: ``jax.random.key`` of the run (ignored when resuming).
 
     Returns:
       ``(agent_params, metrics)`` as ``train_agent``.
     """
-    from saliency_jax.rl import checkpoint
+    from saliency_jax._src.rl import checkpoint
 
     if not isinstance(config, RlcamConfig):
         raise ValueError(f"config must be an RlcamConfig, got {type(config).__name__}")
@@ -331,7 +449,7 @@ def train_rlcam(config: RlcamConfig, images, targets, model_fn, out_dir, *, key,
 
 def load_rlcam_agent(path) -> tuple[dict, RlcamConfig]:
     """``(agent_params, config)`` of an agent folder written by :func:`train_rlcam`."""
-    from saliency_jax.rl import checkpoint
+    from saliency_jax._src.rl import checkpoint
 
     params, meta = checkpoint.load_agent(path)
     if "rlcam_config" not in meta:

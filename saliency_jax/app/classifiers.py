@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import pathlib
 
-import models
+from saliency_jax import models
 
-ASSETS = pathlib.Path(__file__).parent / "assets"
+ASSETS = pathlib.Path(__file__).parent.parent / "assets"
 DEFAULT_MODELS = ("resnet_small", "vgg_small")
 
 

@@ -53,7 +53,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from saliency_jax import baselines, sharding, validation
+from saliency_jax._src import baselines, sharding, validation
+from saliency_jax._src.model_fn import as_pytree_fn
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -320,14 +321,19 @@ def lime(key, model_fn, image, target, *, config: LimeConfig = LimeConfig(), seg
 
     Examples:
       >>> import jax, jax.numpy as jnp
-      >>> from saliency_jax import testing
-      >>> model_fn, _ = testing.tiny_cnn(jax.random.key(1), (32, 32))
+      >>> import saliency_jax as sj
+      >>> model_fn, _ = sj.testing.tiny_cnn(jax.random.key(1), (32, 32))
       >>> image = jax.random.uniform(jax.random.key(2), (32, 32, 3))
       >>> segments = (jnp.arange(32)[:, None] // 8) * 4 + jnp.arange(32)[None, :] // 8
-      >>> cfg = LimeConfig(num_samples=64, max_segments=16, batch_size=32)
-      >>> lime(jax.random.key(0), model_fn, image, 0, config=cfg, segments=segments).shape
+      >>> cfg = sj.LimeConfig(num_samples=64, max_segments=16, batch_size=32)
+      >>> sj.lime(jax.random.key(0), model_fn, image, 0, config=cfg, segments=segments).shape
       (32, 32)
+
+    References:
+      Ribeiro, Singh, Guestrin, *"Why Should I Trust You?": Explaining the Predictions of Any
+      Classifier*, KDD 2016; code ``marcotcr/lime`` (``lime_image``).
     """
+    model_fn = as_pytree_fn(model_fn)
     args, static = _prepare(model_fn, image, target, config, segments, baseline)
     fit = _lime_fit(key, model_fn, *args, **static)
     return _paint(fit.coef, args[2])
@@ -339,5 +345,6 @@ def lime_fit(key, model_fn, image, target, *, config: LimeConfig = LimeConfig(),
 
     ``lime(...)`` equals ``lime_fit(...).coef[segments]``.
     """
+    model_fn = as_pytree_fn(model_fn)
     args, static = _prepare(model_fn, image, target, config, segments, baseline)
     return _lime_fit(key, model_fn, *args, **static)

@@ -17,9 +17,10 @@ import sys
 
 
 def _evaluate(args) -> int:
-    from saliency_jax import data, embedded
-    from saliency_jax.evaluate import EvaluateConfig, run_evaluate
-    from saliency_jax.methods import DEFAULT_METHODS
+    from saliency_jax import data
+    from saliency_jax.app import classifiers
+    from saliency_jax.app.evaluate import EvaluateConfig, run_evaluate
+    from saliency_jax.app.methods import DEFAULT_METHODS
 
     synthetic = args.dataset.startswith("saliency_shapes")
     model = args.model or ("resnet_small" if synthetic or args.dataset != "photos"
@@ -32,15 +33,15 @@ def _evaluate(args) -> int:
         target=args.target, data_dir=args.data_dir,
     )
     out = pathlib.Path(args.out or f"runs/evaluate-{config.dataset.replace('/', '_')}-{config.model}")
-    from saliency_jax import methods
+    from saliency_jax.app import methods
 
-    model_fn, variables = embedded.load_classifier(config.model, config.checkpoint)
+    model_fn, variables = classifiers.load_classifier(config.model, config.checkpoint)
     dataset = data.load(config.dataset, split=config.split, data_dir=config.data_dir,
                         image_size=config.image_size)
     context = methods.model_context(config.model, variables, (config.image_size,) * 2)
     summary = run_evaluate(config, out, model_fn=model_fn, dataset=dataset, context=context,
                            progress=not args.no_progress, skip_unavailable=not args.methods)
-    from saliency_jax.evaluate import markdown_table
+    from saliency_jax.app.evaluate import markdown_table
     print(markdown_table(summary))
     print(f"\nresults: {out}/results.json, {out}/table.md, {out}/examples.png, {out}/curves.png")
     return 0
@@ -51,13 +52,14 @@ def _explain(args) -> int:
     import jax.numpy as jnp
     import numpy as np
 
-    from saliency_jax import data, embedded, methods, plots
-    from saliency_jax.evaluate import method_key
+    from saliency_jax import data
+    from saliency_jax.app import classifiers, methods, plots
+    from saliency_jax.app.evaluate import method_key
 
     if not args.images and args.dataset is None:
         raise ValueError("give image files, or --dataset with --indices")
     model = args.model or ("efficientnet_lite0" if args.images else "resnet_small")
-    model_fn, variables = embedded.load_classifier(model, args.checkpoint)
+    model_fn, variables = classifiers.load_classifier(model, args.checkpoint)
     size = args.image_size or (224 if args.images else 112)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -89,7 +91,7 @@ def _explain(args) -> int:
 
 
 def _train_classifier(args) -> int:
-    from saliency_jax.train_classifier import ClassifierTrainConfig, train_classifier
+    from saliency_jax.app.train_classifier import ClassifierTrainConfig, train_classifier
 
     config = ClassifierTrainConfig(model=args.model, num_steps=args.steps,
                                    steps_per_checkpoint=args.steps_per_checkpoint,
@@ -114,7 +116,7 @@ def _command_line(args) -> str:
 
 
 def _train_agent(args) -> int:
-    from saliency_jax import agents
+    from saliency_jax.app import agents
 
     args.method = args.method.replace("-", "")  # "rl-cam", the issue tracker's spelling
     if args.method == "rlcam" and args.mode is not None:
@@ -146,8 +148,8 @@ def _train_agent(args) -> int:
 
 
 def _convert_weights(args) -> int:
-    import models
-    from saliency_jax import embedded
+    from saliency_jax import models
+    from saliency_jax.app import classifiers
 
     src = args.src
     if src is None:
@@ -156,14 +158,14 @@ def _convert_weights(args) -> int:
         if finder is None:
             raise ValueError(f"give the state-dict file to convert for {args.model}")
         src = finder()
-    dst = pathlib.Path(args.dst) if args.dst else embedded.converted_weights_dir(args.model)
+    dst = pathlib.Path(args.dst) if args.dst else classifiers.converted_weights_dir(args.model)
     models.convert_file(src, dst, name=args.model)
     print(f"converted {src} -> {dst}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from saliency_jax.methods import DEFAULT_METHODS, available_methods
+    from saliency_jax.app.methods import DEFAULT_METHODS, available_methods
 
     parser = argparse.ArgumentParser(prog="saliency-jax", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)

@@ -1,0 +1,230 @@
+"""The public API: one namespace, its conventions on every explainer, plain callables accepted
+everywhere, no import collision with a user's ``models`` package, and the docstring examples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import doctest
+import importlib
+import inspect
+import json
+import pkgutil
+import re
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import saliency_jax as sj
+
+# The explainers: pure functions of one image, ``(key, model_fn, image, target, *, config, ...)``
+# (the all-class variant has no target).
+EXPLAINERS = {
+    "rise": sj.rise,
+    "rise_all_classes": sj.rise_all_classes,
+    "iassa": sj.iassa,
+    "occlusion": sj.occlusion,
+    "lime": sj.lime,
+    "gradcam": sj.gradcam,
+    "rexl": sj.rexl,
+    "rlcam": sj.rlcam,
+    "rlcam_explain": sj.rlcam_explain,
+    "rlcam_mask": sj.rlcam_mask,
+    "rlcam_greedy": sj.rlcam_greedy,
+    "rlcam_greedy_explain": sj.rlcam_greedy_explain,
+}
+NO_TARGET = {"rise_all_classes"}
+
+
+NAMESPACES = ("saliency_jax", "saliency_jax.metrics", "saliency_jax.masks", "saliency_jax.rl")
+
+
+@pytest.fixture(scope="module")
+def fresh_public_names():
+    """``{module: public attribute names}`` read in a fresh interpreter (nothing else imported)."""
+    code = ("import importlib, json; print(json.dumps({m: sorted(n for n in "
+            "dir(importlib.import_module(m)) if not n.startswith('_')) for m in %r}))" % (NAMESPACES,))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=180, check=True)
+    return json.loads(out.stdout)
+
+
+@pytest.mark.parametrize("module", NAMESPACES)
+def test_every_public_name_is_exported_and_nothing_else(module, fresh_public_names):
+    mod = importlib.import_module(module)
+    assert len(set(mod.__all__)) == len(mod.__all__)
+    missing = [n for n in mod.__all__ if not hasattr(mod, n)]
+    assert not missing, f"{module}.__all__ lists names it lacks: {missing}"
+    public, listed = set(fresh_public_names[module]), set(mod.__all__) - {"__version__"}
+    assert public == listed, (f"public but not in __all__: {sorted(public - listed)}; "
+                              f"in __all__ but not public: {sorted(listed - public)}")
+
+
+def test_version_is_the_distributions():
+    from importlib.metadata import version
+
+    assert re.fullmatch(r"\d+\.\d+\.\d+", sj.__version__)
+    assert version("saliency-jax") == sj.__version__
+
+
+@pytest.mark.parametrize("name", sorted(EXPLAINERS))
+def test_explainer_signature_follows_the_convention(name):
+    fn = EXPLAINERS[name]
+    params = list(inspect.signature(fn).parameters.values())
+    positional = ["key", "model_fn", "image"] + ([] if name in NO_TARGET else ["target"])
+    assert [p.name for p in params[:len(positional)]] == positional
+    for p in params[:len(positional)]:
+        assert p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty, p
+    rest = params[len(positional):]
+    assert rest and all(p.kind is p.KEYWORD_ONLY for p in rest), "options must be keyword-only"
+    config = inspect.signature(fn).parameters["config"]
+    assert config.kind is config.KEYWORD_ONLY
+    config_type = type(config.default)
+    assert dataclasses.is_dataclass(config_type), config_type
+    assert config_type.__dataclass_params__.frozen, f"{config_type.__name__} must be frozen"
+    assert getattr(sj, config_type.__name__) is config_type, "the config must be exported"
+
+
+def _documented_args(doc: str) -> list[str]:
+    section = doc.split("Args:", 1)[1]
+    section = re.split(r"\n\s*(Returns|Raises|Examples|References):", section)[0]
+    indent = min(len(m) for m in re.findall(r"\n( +)\w+(?:, \w+)*:", section))
+    names = re.findall(rf"\n {{{indent}}}(\w+(?:, \w+)*):", section)
+    return [n for group in names for n in group.split(", ")]
+
+
+@pytest.mark.parametrize("name", sorted(EXPLAINERS))
+def test_explainer_docstring_has_args_returns_examples_and_the_paper(name):
+    fn = EXPLAINERS[name]
+    doc = inspect.getdoc(fn)
+    assert doc, name
+    for section in ("Args:", "Returns:", "Examples:", "References:"):
+        assert section in doc, f"{name}'s docstring has no {section} section"
+    assert re.search(r"(19|20)\d\d", doc.split("References:", 1)[1]), "the paper and its year"
+    assert f"sj.{name}(" in doc.split("Examples:", 1)[1], "the example calls the public name"
+    assert _documented_args(doc) == list(inspect.signature(fn).parameters)
+
+
+# A plain function and a Partial of the same model give the same result everywhere (with the
+# same baseline: a plain function declares no mean colour, so its default baseline is black).
+GREY = jnp.full((3,), 0.45)
+
+def _plain_and_partial():
+    model_fn, _ = sj.testing.tiny_cnn(jax.random.key(1), (32, 32))
+    return (lambda images: model_fn(images)), model_fn
+
+
+def _calls():
+    key = jax.random.key(0)
+    image = jax.random.uniform(jax.random.key(2), (32, 32, 3))
+    saliency = jax.random.uniform(jax.random.key(3), (32, 32))
+    segments = jnp.asarray((np.arange(32)[:, None] // 8) * 4 + np.arange(32)[None, :] // 8)
+    feats = lambda x: {"a": x[:, ::2, ::2], "b": x[:, ::4, ::4]}  # noqa: E731
+    rexl_cfg = sj.RexlConfig(grid=4, substrate="baseline", pi_layers=(8,), vf_layers=(8,))
+    rexl_agent = sj.init_rexl_agent(jax.random.key(4), rexl_cfg, sj.patch_features(4), (32, 32))
+    rlcam_cfg = sj.RlcamConfig(grid=4, horizon=2, pi_layers=(8,), vf_layers=(8,))
+    rlcam_agent = sj.init_rlcam_agent(jax.random.key(5), rlcam_cfg)
+    return {
+        "rise": lambda m: sj.rise(key, m, image, 1, config=sj.RiseConfig(num_masks=32, grid=4), baseline=GREY),
+        "rise_all_classes": lambda m: sj.rise_all_classes(
+            key, m, image, config=sj.RiseConfig(num_masks=32, grid=4), baseline=GREY),
+        "occlusion": lambda m: sj.occlusion(key, m, image, 1,
+                                            config=sj.OcclusionConfig(window=8, stride=8), baseline=GREY),
+        "lime": lambda m: sj.lime(key, m, image, 1, segments=segments,
+                                  config=sj.LimeConfig(num_samples=32, max_segments=16), baseline=GREY),
+        "iassa": lambda m: sj.iassa(key, m, image, 1, features_fn=feats, config=sj.IassaConfig(
+            window=12, stride=8, window_step=2, stride_step=1, iterations=1,
+            feature_names=None), baseline=GREY),
+        "rexl": lambda m: sj.rexl(key, m, image, 1, config=rexl_cfg, agent_params=rexl_agent,
+                                  features_fn=sj.patch_features(4), baseline=GREY),
+        "rlcam": lambda m: sj.rlcam(key, m, image, 1, config=rlcam_cfg, agent_params=rlcam_agent,
+                                    baseline=GREY),
+        "rlcam_greedy": lambda m: sj.rlcam_greedy(key, m, image, 1, config=rlcam_cfg, baseline=GREY),
+        "deletion": lambda m: sj.metrics.deletion(m, image, saliency, 1, step=64, baseline=GREY).scores,
+        "insertion": lambda m: sj.metrics.insertion(m, image, saliency, 1, step=64, baseline=GREY).scores,
+        "deletion_top1": lambda m: sj.metrics.deletion(m, image, saliency, step=64, baseline=GREY).scores,
+    }
+
+
+CALLS = _calls()
+
+
+@pytest.mark.parametrize("name", sorted(CALLS))
+def test_a_plain_callable_works_like_a_partial(name):
+    plain, partial = _plain_and_partial()
+    np.testing.assert_allclose(np.asarray(CALLS[name](plain)), np.asarray(CALLS[name](partial)),
+                               rtol=1e-6, atol=1e-7)
+
+
+def test_a_non_callable_model_fn_is_a_value_error():
+    image = jnp.ones((32, 32, 3))
+    with pytest.raises(ValueError, match="model_fn must be callable"):
+        sj.rise(jax.random.key(0), "resnet50", image, 0)
+    with pytest.raises(ValueError, match="model_fn must be callable"):
+        sj.metrics.deletion(np.zeros(3), image, jnp.ones((32, 32)), 0)
+
+
+def test_a_users_models_package_does_not_collide(tmp_path):
+    # A research repository with its own top-level ``models`` package, run from its root.
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "__init__.py").write_text("USERS = True\n")
+    code = textwrap.dedent("""
+        import models
+        import saliency_jax as sj
+        from saliency_jax.app import classifiers
+        assert models.USERS and sj.models.__name__ == "saliency_jax.models"
+        model_fn, variables = classifiers.load_classifier("resnet_small")
+        print(*model_fn(__import__("jax").numpy.ones((1, 112, 112, 3))).shape)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["1", "6"]
+
+
+def test_no_top_level_models_package_is_installed(tmp_path):
+    out = subprocess.run([sys.executable, "-c", "import models"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "No module named 'models'" in out.stderr
+
+
+def _all_modules():
+    names = []
+    for info in pkgutil.walk_packages(sj.__path__, prefix="saliency_jax."):
+        if info.name.endswith("__main__"):
+            continue
+        names.append(info.name)
+    names.append("saliency_jax")
+    names += [f"saliency_jax.models.{m.name}" for m in pkgutil.iter_modules(sj.models.__path__)]
+    return sorted(set(names))
+
+
+MODULES_WITH_EXAMPLES = [
+    name for name in _all_modules()
+    if doctest.DocTestFinder().find(importlib.import_module(name))
+    and any(t.examples for t in doctest.DocTestFinder().find(importlib.import_module(name)))
+]
+
+
+def test_the_doctests_are_found():
+    # Every explainer has an example; a finder that found none would make the test below vacuous.
+    assert {"saliency_jax._src.rise", "saliency_jax._src.rlcam", "saliency_jax._src.rexl",
+            "saliency_jax._src.lime", "saliency_jax._src.occlusion",
+            "saliency_jax._src.gradcam"} <= set(MODULES_WITH_EXAMPLES)
+
+
+@pytest.mark.parametrize("module", MODULES_WITH_EXAMPLES)
+def test_docstring_examples_run(module):
+    mod = importlib.import_module(module)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    tests = [t for t in doctest.DocTestFinder().find(mod) if t.examples]
+    for test in tests:
+        runner.run(test)
+    result = runner.summarize(verbose=False)
+    assert result.attempted > 0
+    assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {module}"
