@@ -22,13 +22,15 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from saliency_jax import models  # noqa: E402
 from benchmarks import common  # noqa: E402
-from saliency_jax import metrics  # noqa: E402
-from saliency_jax.app import classifiers  # noqa: E402
-from saliency_jax.data import shapes  # noqa: E402
-from saliency_jax.app.evaluate import EvaluateConfig  # noqa: E402
+from saliency_jax import (
+    metrics,  # noqa: E402
+    models,  # noqa: E402
+)
 from saliency_jax._src.iassa import REFERENCE_LEVELS, IassaConfig, iassa, window_schedule  # noqa: E402
+from saliency_jax.app import classifiers  # noqa: E402
+from saliency_jax.app.evaluate import EvaluateConfig  # noqa: E402
+from saliency_jax.data import shapes  # noqa: E402
 
 
 def main(argv=None):

@@ -29,7 +29,6 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from saliency_jax import models  # noqa: E402
 from benchmarks import common  # noqa: E402
 from benchmarks.train_default_agents import (  # noqa: E402
     AGENTS,
@@ -38,10 +37,13 @@ from benchmarks.train_default_agents import (  # noqa: E402
     classifier_path,
     variables_digest,
 )
-from saliency_jax import metrics  # noqa: E402
-from saliency_jax.data import shapes  # noqa: E402
+from saliency_jax import (
+    metrics,  # noqa: E402
+    models,  # noqa: E402
+)
 from saliency_jax._src.rexl import load_rexl_agent, rexl, rexl_num_queries  # noqa: E402
 from saliency_jax._src.rise import RiseConfig, rise  # noqa: E402
+from saliency_jax.data import shapes  # noqa: E402
 
 STEP = 56
 

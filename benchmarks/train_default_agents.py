@@ -34,9 +34,9 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run as a script
 
+from saliency_jax._src import rexl_env as rl_env  # noqa: E402
 from saliency_jax.app import agents  # noqa: E402
 from saliency_jax.app.agents import black_box, classifier_path, variables_digest  # noqa: E402, F401
-from saliency_jax._src import rexl_env as rl_env  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 AGENTS = agents.packaged_agent_dir("rexl").parent

@@ -29,7 +29,6 @@ excluded). Binary masks: RL-CAM and greedy give theirs; RISE's map is binarised 
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import statistics
 import sys
@@ -41,12 +40,14 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from saliency_jax import models  # noqa: E402
-from saliency_jax.app import agents  # noqa: E402
-from saliency_jax import metrics  # noqa: E402
+from saliency_jax import (
+    metrics,  # noqa: E402
+    models,  # noqa: E402
+)
 from saliency_jax._src import rlcam  # noqa: E402
-from saliency_jax.data import shapes  # noqa: E402
 from saliency_jax._src.rise import RiseConfig, rise  # noqa: E402
+from saliency_jax.app import agents  # noqa: E402
+from saliency_jax.data import shapes  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 MODEL = agents.DEFAULT_MODEL

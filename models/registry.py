@@ -32,6 +32,7 @@ import numpy as np
 from . import efficientnet, resnet, vgg, weights
 from .spec import ModelSpec
 
+
 def _collect() -> dict[str, ModelSpec]:
     specs: dict[str, ModelSpec] = {}
     for module in (resnet, vgg, efficientnet):

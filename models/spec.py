@@ -14,7 +14,7 @@ composed in by :func:`models.classifier`, never inside the module.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

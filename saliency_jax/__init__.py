@@ -30,9 +30,15 @@ from saliency_jax._src.iassa import IassaConfig, iassa, iassa_num_queries, windo
 from saliency_jax._src.lime import LimeConfig, LimeFit, lime, lime_fit, quickshift_segments
 from saliency_jax._src.model_fn import FeaturesFn, ModelFn
 from saliency_jax._src.occlusion import OcclusionConfig, occlusion
-from saliency_jax._src.rexl import RexlConfig, load_rexl_agent, patch_features, rexl
+from saliency_jax._src.rexl import (
+    RexlConfig,
+    load_rexl_agent,
+    patch_features,
+    rexl,
+    rexl_num_queries,
+    trajectory_saliency,
+)
 from saliency_jax._src.rexl import init_agent as init_rexl_agent
-from saliency_jax._src.rexl import rexl_num_queries, trajectory_saliency
 from saliency_jax._src.rise import RiseConfig, rise, rise_all_classes, rise_from_masks
 from saliency_jax._src.rlcam import (
     RlcamConfig,

@@ -13,10 +13,9 @@ import jax
 import numpy as np
 import pytest
 
-from saliency_jax import models
-from saliency_jax.app import agents, cli, methods
-from saliency_jax import testing
+from saliency_jax import models, testing
 from saliency_jax._src.rlcam import rlcam_num_queries
+from saliency_jax.app import agents, cli, methods
 
 SIZE = 35
 TINY = ["--image-size", str(SIZE), "--num-images", "8", "--num-envs", "4", "--no-progress"]

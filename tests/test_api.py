@@ -48,7 +48,8 @@ NAMESPACES = ("saliency_jax", "saliency_jax.metrics", "saliency_jax.masks", "sal
 def fresh_public_names():
     """``{module: public attribute names}`` read in a fresh interpreter (nothing else imported)."""
     code = ("import importlib, json; print(json.dumps({m: sorted(n for n in "
-            "dir(importlib.import_module(m)) if not n.startswith('_')) for m in %r}))" % (NAMESPACES,))
+            "dir(importlib.import_module(m)) if not n.startswith('_')) "
+            f"for m in {NAMESPACES!r}}}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=180, check=True)
     return json.loads(out.stdout)
@@ -129,25 +130,26 @@ def _calls():
     rexl_agent = sj.init_rexl_agent(jax.random.key(4), rexl_cfg, sj.patch_features(4), (32, 32))
     rlcam_cfg = sj.RlcamConfig(grid=4, horizon=2, pi_layers=(8,), vf_layers=(8,))
     rlcam_agent = sj.init_rlcam_agent(jax.random.key(5), rlcam_cfg)
+    rise_cfg = sj.RiseConfig(num_masks=32, grid=4)
+    iassa_cfg = sj.IassaConfig(window=12, stride=8, window_step=2, stride_step=1, iterations=1,
+                               feature_names=None)
+    g = {"baseline": GREY}
     return {
-        "rise": lambda m: sj.rise(key, m, image, 1, config=sj.RiseConfig(num_masks=32, grid=4), baseline=GREY),
-        "rise_all_classes": lambda m: sj.rise_all_classes(
-            key, m, image, config=sj.RiseConfig(num_masks=32, grid=4), baseline=GREY),
-        "occlusion": lambda m: sj.occlusion(key, m, image, 1,
-                                            config=sj.OcclusionConfig(window=8, stride=8), baseline=GREY),
+        "rise": lambda m: sj.rise(key, m, image, 1, config=rise_cfg, **g),
+        "rise_all_classes": lambda m: sj.rise_all_classes(key, m, image, config=rise_cfg, **g),
+        "occlusion": lambda m: sj.occlusion(
+            key, m, image, 1, config=sj.OcclusionConfig(window=8, stride=8), **g),
         "lime": lambda m: sj.lime(key, m, image, 1, segments=segments,
-                                  config=sj.LimeConfig(num_samples=32, max_segments=16), baseline=GREY),
-        "iassa": lambda m: sj.iassa(key, m, image, 1, features_fn=feats, config=sj.IassaConfig(
-            window=12, stride=8, window_step=2, stride_step=1, iterations=1,
-            feature_names=None), baseline=GREY),
+                                  config=sj.LimeConfig(num_samples=32, max_segments=16), **g),
+        "iassa": lambda m: sj.iassa(key, m, image, 1, features_fn=feats, config=iassa_cfg, **g),
         "rexl": lambda m: sj.rexl(key, m, image, 1, config=rexl_cfg, agent_params=rexl_agent,
-                                  features_fn=sj.patch_features(4), baseline=GREY),
+                                  features_fn=sj.patch_features(4), **g),
         "rlcam": lambda m: sj.rlcam(key, m, image, 1, config=rlcam_cfg, agent_params=rlcam_agent,
-                                    baseline=GREY),
-        "rlcam_greedy": lambda m: sj.rlcam_greedy(key, m, image, 1, config=rlcam_cfg, baseline=GREY),
-        "deletion": lambda m: sj.metrics.deletion(m, image, saliency, 1, step=64, baseline=GREY).scores,
-        "insertion": lambda m: sj.metrics.insertion(m, image, saliency, 1, step=64, baseline=GREY).scores,
-        "deletion_top1": lambda m: sj.metrics.deletion(m, image, saliency, step=64, baseline=GREY).scores,
+                                    **g),
+        "rlcam_greedy": lambda m: sj.rlcam_greedy(key, m, image, 1, config=rlcam_cfg, **g),
+        "deletion": lambda m: sj.metrics.deletion(m, image, saliency, 1, step=64, **g).scores,
+        "insertion": lambda m: sj.metrics.insertion(m, image, saliency, 1, step=64, **g).scores,
+        "deletion_top1": lambda m: sj.metrics.deletion(m, image, saliency, step=64, **g).scores,
     }
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 import numpy as np
 import pytest
-from saliency_jax.models.cam import CamModel
 from reference import lime_numpy
+from saliency_jax.models.cam import CamModel
 
 from saliency_jax import testing
 from saliency_jax._src.gradcam import GradCamConfig, cam_from_activations, gradcam
@@ -278,8 +278,9 @@ def _split_and_full(cam, logits_fn, features_fn, images):
 @pytest.mark.parametrize("name", ["resnet_small", "vgg_small",
                                   pytest.param("resnet18", marks=pytest.mark.slow)])
 def test_cam_model_recomposes_logits(name):
-    from saliency_jax import models
     from saliency_jax.models.cam import cam_model
+
+    from saliency_jax import models
 
     variables = _random_variables(name, 5, 0)
     cam = cam_model(name, variables)

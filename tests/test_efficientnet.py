@@ -15,10 +15,10 @@ import numpy as np
 import PIL.Image
 import pytest
 import skimage.data
-
-from saliency_jax import models
 from saliency_jax.models import efficientnet
 from saliency_jax.models.imagenet_labels import imagenet_class_names, imagenet_wordnet_ids
+
+from saliency_jax import models
 
 NAME = "efficientnet_lite0"
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "efficientnet_lite0_parity.npz"

@@ -6,9 +6,8 @@ import jax
 import numpy as np
 import pytest
 
+from saliency_jax import metrics, testing
 from saliency_jax.app import evaluate as ev
-from saliency_jax import metrics
-from saliency_jax import testing
 from saliency_jax.data import shapes
 
 SIZE = 48

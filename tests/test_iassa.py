@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from reference import iassa_numpy as ref
 
-from saliency_jax._src import attention as lrpf
 from saliency_jax import testing
+from saliency_jax._src import attention as lrpf
 from saliency_jax._src.iassa import (
     IassaConfig,
     iassa,

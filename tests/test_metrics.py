@@ -17,8 +17,7 @@ from reference import causal_metric_numpy as ref
 from scipy.ndimage import gaussian_filter
 
 from saliency_jax import metrics, testing
-from saliency_jax._src.metrics import causal
-from saliency_jax._src.metrics import aggregate
+from saliency_jax._src.metrics import aggregate, causal
 
 # ----------------------------------------------------------------------------------------------
 # Models

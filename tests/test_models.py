@@ -17,10 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import safetensors.numpy
+from saliency_jax.models import vgg, weights
 
-from saliency_jax import models
-from saliency_jax.models import registry, vgg, weights
-from saliency_jax import testing
+from saliency_jax import models, testing
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 _spec = importlib.util.spec_from_file_location("seeded_weights", FIXTURES / "seeded_weights.py")
@@ -226,14 +225,6 @@ def test_unknown_model_name_lists_accepted_names():
 def test_bad_num_classes(bad):
     with pytest.raises(ValueError, match="num_classes"):
         models.get("resnet_small", num_classes=bad)
-
-
-def test_registry_tolerates_only_the_missing_optional_module(monkeypatch):
-    monkeypatch.setattr(registry, "_MODULES", ("models.resnet", "models.not_written_yet"))
-    with pytest.raises(ModuleNotFoundError):
-        registry._collect()
-    monkeypatch.setattr(registry, "_OPTIONAL", {"models.not_written_yet"})
-    assert "resnet50" in registry._collect()
 
 
 def test_bad_input_hw():

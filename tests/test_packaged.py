@@ -15,8 +15,8 @@ import pytest
 
 import saliency_jax as sj
 from saliency_jax.app import agents, classifiers, methods
-from saliency_jax.data import shapes
 from saliency_jax.app.train_classifier import evaluate_accuracy, object_reliance
+from saliency_jax.data import shapes
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def packaged_methods():
 
 def _mean_auc(model_fn, method, images, labels, metric):
     aucs = []
-    for i, (image, label) in enumerate(zip(images, labels)):
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
         saliency = method.explain(jax.random.key(i), model_fn, image, label)
         aucs.append(float(metric(model_fn, image, saliency, label, step=56).auc))
     return float(np.mean(aucs))

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from saliency_jax import testing
-from saliency_jax._src.rl import checkpoint, networks, ppo
 from saliency_jax._src import rexl_env as rl_env
+from saliency_jax._src.rl import checkpoint, networks, ppo
 
 H = W = 16
 K = 4

@@ -9,10 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from saliency_jax._src import rlcam
 from saliency_jax import testing
-from saliency_jax._src.rl import ppo
+from saliency_jax._src import rlcam
 from saliency_jax._src import rlcam_env as E
+from saliency_jax._src.rl import ppo
 from saliency_jax._src.rlcam import RlcamConfig
 
 H = W = 32

@@ -36,8 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from saliency_jax._src import masks, validation
-from saliency_jax._src.model_fn import as_pytree_fn
 from saliency_jax._src import rexl_env as rl_env
+from saliency_jax._src.model_fn import as_pytree_fn
 from saliency_jax._src.rl import networks
 
 

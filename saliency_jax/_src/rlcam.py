@@ -48,10 +48,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from saliency_jax._src import baselines, masks, validation
-from saliency_jax._src.rl import networks
 from saliency_jax._src import rlcam_env as env
 from saliency_jax._src.model_fn import as_pytree_fn
 from saliency_jax._src.rexl_env import check_grid
+from saliency_jax._src.rl import networks
 from saliency_jax._src.rlcam_env import RlcamConfig
 
 __all__ = [

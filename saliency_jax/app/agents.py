@@ -48,11 +48,11 @@ import jax
 import numpy as np
 
 from saliency_jax import models
-from saliency_jax._src import validation
-from saliency_jax.app import classifiers
-from saliency_jax._src.rexl import RexlConfig
 from saliency_jax._src import rexl_env as rl_env
+from saliency_jax._src import validation
+from saliency_jax._src.rexl import RexlConfig
 from saliency_jax._src.rlcam import RlcamConfig
+from saliency_jax.app import classifiers
 
 DEFAULT_MODEL = "resnet_small"
 DEFAULT_IMAGE_SIZE = 112

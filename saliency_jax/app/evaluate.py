@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from saliency_jax import metrics
-from saliency_jax.app import methods
 from saliency_jax._src.metrics import aggregate
+from saliency_jax.app import methods
 
 RECORD_VERSION = 2
 METRIC_KEYS = ("deletion", "insertion", "pointing", "iou", "f1", "precision", "recall")

@@ -21,21 +21,21 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
 from saliency_jax import models
-from saliency_jax.app import agents
 from saliency_jax._src.gradcam import gradcam
 from saliency_jax._src.iassa import REFERENCE_LEVELS, IassaConfig, iassa, iassa_num_queries
 from saliency_jax._src.lime import LimeConfig, lime
 from saliency_jax._src.occlusion import OcclusionConfig, occlusion
 from saliency_jax._src.rexl import rexl, rexl_num_queries
-from saliency_jax._src.rise import RiseConfig, rise
 from saliency_jax._src.rexl_env import check_grid
+from saliency_jax._src.rise import RiseConfig, rise
 from saliency_jax._src.rlcam import rlcam_explain, rlcam_greedy_explain, rlcam_num_queries
+from saliency_jax.app import agents
 
 
 class MethodUnavailableError(ValueError):

@@ -1,0 +1,1 @@
+"""Private: the metrics behind ``saliency_jax.metrics``."""

@@ -1,0 +1,1 @@
+"""Private: PPO, the actor-critic and agent checkpoints behind ``saliency_jax.rl``."""

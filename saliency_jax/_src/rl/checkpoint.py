@@ -26,8 +26,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from saliency_jax._src.rl import ppo
 from saliency_jax._src.rexl_env import REXL, Environment, EnvParams, observation_shape
+from saliency_jax._src.rl import ppo
 
 
 def save_agent(path, params, meta: dict) -> pathlib.Path:

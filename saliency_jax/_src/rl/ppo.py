@@ -30,8 +30,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from saliency_jax._src.rl import networks
 from saliency_jax._src.rexl_env import REXL, Environment
+from saliency_jax._src.rl import networks
 
 
 @dataclasses.dataclass(frozen=True)
