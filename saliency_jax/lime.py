@@ -329,8 +329,9 @@ def lime(key, model_fn, image, target, *, config: LimeConfig = LimeConfig(), seg
       (32, 32)
     """
     args, static = _prepare(model_fn, image, target, config, segments, baseline)
-    fit = _lime_fit(key, model_fn, *args, **static)
-    return _paint(fit.coef, args[2])
+    operands = sharding.replicate((key, model_fn, *args))
+    fit = _lime_fit(*operands, **static)
+    return _paint(fit.coef, operands[4])  # operands[4]: the segments
 
 
 def lime_fit(key, model_fn, image, target, *, config: LimeConfig = LimeConfig(), segments=None,
@@ -340,4 +341,4 @@ def lime_fit(key, model_fn, image, target, *, config: LimeConfig = LimeConfig(),
     ``lime(...)`` equals ``lime_fit(...).coef[segments]``.
     """
     args, static = _prepare(model_fn, image, target, config, segments, baseline)
-    return _lime_fit(key, model_fn, *args, **static)
+    return _lime_fit(*sharding.replicate((key, model_fn, *args)), **static)

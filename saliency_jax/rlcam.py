@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from saliency_jax import baselines, masks, validation
+from saliency_jax import baselines, masks, sharding, validation
 from saliency_jax.rl import networks
 from saliency_jax.rl import rlcam_env as env
 from saliency_jax.rl.env import as_partial, check_grid
@@ -224,9 +224,9 @@ def rlcam_explain(key, model_fn, image, target, *, config: RlcamConfig = RlcamCo
     model_fn, image, target, baseline, penalty, static = _prepare(model_fn, image, target,
                                                                   config, baseline)
     check_agent_params(agent_params, config)
-    return _episode(key, model_fn, image, target, baseline, penalty, agent_params,
-                    jnp.asarray(deterministic, bool), layers=(config.pi_layers, config.vf_layers),
-                    **static)
+    operands = sharding.replicate((key, model_fn, image, target, baseline, penalty, agent_params,
+                                   jnp.asarray(deterministic, bool)))
+    return _episode(*operands, layers=(config.pi_layers, config.vf_layers), **static)
 
 
 def rlcam(key, model_fn, image, target, *, config: RlcamConfig = RlcamConfig(), agent_params,
@@ -252,8 +252,9 @@ def rlcam_greedy_explain(key, model_fn, image, target, *, config: RlcamConfig = 
     del key
     model_fn, image, target, baseline, penalty, static = _prepare(model_fn, image, target,
                                                                   config, baseline)
-    return _episode(jax.random.key(0), model_fn, image, target, baseline, penalty, None,
-                    jnp.ones((), bool), layers=None, **static)
+    operands = sharding.replicate((jax.random.key(0), model_fn, image, target, baseline, penalty,
+                                   None, jnp.ones((), bool)))
+    return _episode(*operands, layers=None, **static)
 
 
 def rlcam_greedy(key, model_fn, image, target, *, config: RlcamConfig = RlcamConfig(),
