@@ -22,7 +22,8 @@ import numpy as np
 
 HW = (16, 16)
 METHODS = ("rise", "rise_all", "occlusion", "lime", "gradcam", "deletion", "insertion",
-           "rexl", "rexl_env", "rlcam", "rlcam_greedy", "rlcam_env", "rise_batch")
+           "rexl", "rexl_env", "rlcam", "rlcam_greedy", "rlcam_env", "rise_batch",
+           "rise_batch_local")
 
 
 def compute(methods=METHODS) -> dict[str, np.ndarray]:
@@ -93,6 +94,12 @@ def compute(methods=METHODS) -> dict[str, np.ndarray]:
                  "look_remove": p.init_look_remove}
         elif name == "rise_batch":  # images sharded over all devices, one jit(vmap(...))
             batch = sharding.shard_batch(images)
+            fn = jax.jit(jax.vmap(lambda x: rise.rise(k[2], model_fn, x, 1, config=rise_cfg)))
+            r = fn(batch)
+        elif name == "rise_batch_local":  # the same, each process passing only its own rows
+            rows = len(images) // jax.process_count()
+            mine = images[jax.process_index() * rows:(jax.process_index() + 1) * rows]
+            batch = sharding.shard_batch(mine, process_local=True)
             fn = jax.jit(jax.vmap(lambda x: rise.rise(k[2], model_fn, x, 1, config=rise_cfg)))
             r = fn(batch)
         results[name] = r

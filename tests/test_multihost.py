@@ -19,7 +19,7 @@ import multihost_worker
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
-TIMEOUT_S = 240
+TIMEOUT_S = 240  # per job of the default test; the every-method jobs get twice that
 CHEAP = ("rise", "deletion")
 
 
@@ -29,8 +29,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run_job(tmp_path, methods, *, num_processes, local_devices) -> list[dict]:
-    """Start ``num_processes`` workers (bounded by TIMEOUT_S, killed on failure); their npz."""
+def _run_job(tmp_path, methods, *, num_processes, local_devices, timeout_s=TIMEOUT_S):
+    """Start ``num_processes`` workers (bounded by ``timeout_s``, killed on failure); their npz."""
     env = dict(os.environ, JAX_PLATFORMS="cpu",
                XLA_FLAGS=f"--xla_force_host_platform_device_count={local_devices}",
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO),
@@ -48,7 +48,7 @@ def _run_job(tmp_path, methods, *, num_processes, local_devices) -> list[dict]:
                                       stderr=subprocess.STDOUT))
         logs.append(log)
         outs.append(out)
-    deadline = time.monotonic() + TIMEOUT_S
+    deadline = time.monotonic() + timeout_s
     try:
         while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
             if any(p.poll() not in (None, 0) for p in procs):
@@ -65,7 +65,7 @@ def _run_job(tmp_path, methods, *, num_processes, local_devices) -> list[dict]:
         report.append(f"--- process {i}: exit {p.returncode}\n{log.read()[-8000:]}")
         log.close()
     if any(p.returncode != 0 for p in procs):
-        pytest.fail(f"worker job failed or timed out after {TIMEOUT_S} s:\n" + "\n".join(report))
+        pytest.fail(f"worker job failed or timed out after {timeout_s} s:\n" + "\n".join(report))
     return [dict(np.load(out)) for out in outs]
 
 
@@ -103,14 +103,16 @@ def test_two_processes_give_the_single_process_results(tmp_path):
 @pytest.mark.slow
 def test_two_processes_every_method(tmp_path):
     methods = multihost_worker.METHODS
-    results = _run_job(tmp_path, methods, num_processes=2, local_devices=2)
+    results = _run_job(tmp_path, methods, num_processes=2, local_devices=2,
+                       timeout_s=2 * TIMEOUT_S)
     _check(results, methods, processes=2, devices=4)
 
 
 @pytest.mark.slow
 def test_four_devices_every_method(tmp_path):
     methods = multihost_worker.METHODS
-    results = _run_job(tmp_path, methods, num_processes=1, local_devices=4)
+    results = _run_job(tmp_path, methods, num_processes=1, local_devices=4,
+                       timeout_s=2 * TIMEOUT_S)
     _check(results, methods, processes=1, devices=4)
 
 
