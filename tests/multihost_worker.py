@@ -23,7 +23,7 @@ import numpy as np
 HW = (16, 16)
 METHODS = ("rise", "rise_all", "occlusion", "lime", "gradcam", "deletion", "insertion",
            "rexl", "rexl_env", "rlcam", "rlcam_greedy", "rlcam_env", "rise_batch",
-           "rise_batch_local")
+           "rise_batch_local", "localization")
 
 
 def compute(methods=METHODS) -> dict[str, np.ndarray]:
@@ -92,6 +92,12 @@ def compute(methods=METHODS) -> dict[str, np.ndarray]:
             p = rlcam_env.make_env_params(model_fn, images, config=rlcam_cfg)
             r = {"targets": p.targets, "look_keep": p.init_look_keep,
                  "look_remove": p.init_look_remove}
+        elif name == "localization":  # on a (global) map and a numpy ground truth
+            gt = np.zeros(HW, bool)
+            gt[2:9, 4:12] = True
+            r = {"iou": metrics.iou(saliency(), gt, threshold=0.3, mode="top_k"),
+                 "f1": metrics.f1(saliency(), gt, threshold=0.5),
+                 "pointing": metrics.pointing_game(saliency(), gt, tolerance=2)}
         elif name == "rise_batch":  # images sharded over all devices, one jit(vmap(...))
             batch = sharding.shard_batch(images)
             fn = jax.jit(jax.vmap(lambda x: rise.rise(k[2], model_fn, x, 1, config=rise_cfg)))
