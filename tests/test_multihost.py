@@ -30,7 +30,8 @@ def _free_port() -> int:
 
 
 def _run_job(tmp_path, methods, *, num_processes, local_devices, timeout_s=TIMEOUT_S):
-    """Start ``num_processes`` workers (bounded by ``timeout_s``, killed on failure); their npz."""
+    """Start ``num_processes`` workers (bounded by ``timeout_s``, killed on failure), compute the
+    one-process reference meanwhile; ``(reference, [each worker's results])``."""
     env = dict(os.environ, JAX_PLATFORMS="cpu",
                XLA_FLAGS=f"--xla_force_host_platform_device_count={local_devices}",
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO),
@@ -50,6 +51,7 @@ def _run_job(tmp_path, methods, *, num_processes, local_devices, timeout_s=TIMEO
         outs.append(out)
     deadline = time.monotonic() + timeout_s
     try:
+        reference = _reference(tuple(methods))  # while the workers start and connect
         while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
             if any(p.poll() not in (None, 0) for p in procs):
                 break  # one failed: the other would wait for it forever
@@ -66,7 +68,7 @@ def _run_job(tmp_path, methods, *, num_processes, local_devices, timeout_s=TIMEO
         log.close()
     if any(p.returncode != 0 for p in procs):
         pytest.fail(f"worker job failed or timed out after {timeout_s} s:\n" + "\n".join(report))
-    return [dict(np.load(out)) for out in outs]
+    return reference, [dict(np.load(out)) for out in outs]
 
 
 @functools.lru_cache(maxsize=None)
@@ -74,8 +76,7 @@ def _reference(methods):
     return multihost_worker.compute(methods)
 
 
-def _check(results, methods, *, processes, devices):
-    ref = _reference(tuple(methods))
+def _check(ref, results, *, processes, devices):
     assert len(results) == processes
     for got in results:
         assert int(got["process_count"]) == processes
@@ -96,24 +97,24 @@ def _check(results, methods, *, processes, devices):
 
 
 def test_two_processes_give_the_single_process_results(tmp_path):
-    results = _run_job(tmp_path, CHEAP, num_processes=2, local_devices=2)
-    _check(results, CHEAP, processes=2, devices=4)
+    ref, results = _run_job(tmp_path, CHEAP, num_processes=2, local_devices=2)
+    _check(ref, results, processes=2, devices=4)
 
 
 @pytest.mark.slow
 def test_two_processes_every_method(tmp_path):
     methods = multihost_worker.METHODS
-    results = _run_job(tmp_path, methods, num_processes=2, local_devices=2,
-                       timeout_s=2 * TIMEOUT_S)
-    _check(results, methods, processes=2, devices=4)
+    ref, results = _run_job(tmp_path, methods, num_processes=2, local_devices=2,
+                            timeout_s=2 * TIMEOUT_S)
+    _check(ref, results, processes=2, devices=4)
 
 
 @pytest.mark.slow
 def test_four_devices_every_method(tmp_path):
     methods = multihost_worker.METHODS
-    results = _run_job(tmp_path, methods, num_processes=1, local_devices=4,
-                       timeout_s=2 * TIMEOUT_S)
-    _check(results, methods, processes=1, devices=4)
+    ref, results = _run_job(tmp_path, methods, num_processes=1, local_devices=4,
+                            timeout_s=2 * TIMEOUT_S)
+    _check(ref, results, processes=1, devices=4)
 
 
 def test_worker_rejects_unknown_methods():
