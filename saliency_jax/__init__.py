@@ -16,7 +16,8 @@ Explainers are pure functions of one image, ``explain(key, model_fn, image, targ
 config=..., ...)``; batch them with ``jax.vmap``. ``model_fn`` is a :data:`ModelFn`, a
 ``jax.tree_util.Partial`` or a plain callable (see :data:`ModelFn` for what each compiles).
 Submodules: :mod:`saliency_jax.metrics`, :mod:`saliency_jax.masks`, :mod:`saliency_jax.rl`,
-:mod:`saliency_jax.models` (Flax base models and weight import), :mod:`saliency_jax.testing`
+:mod:`saliency_jax.models` (Flax base models and weight import), :mod:`saliency_jax.sharding`
+(placing batches and fetching results across devices and processes), :mod:`saliency_jax.testing`
 (toy models with known answers). The application (command line, evaluation runner, method
 registry, packaged classifiers and agents, plots) is :mod:`saliency_jax.app`; the datasets
 are :mod:`saliency_jax.data`. Everything under ``saliency_jax._src`` is private and may move.
@@ -24,7 +25,7 @@ are :mod:`saliency_jax.data`. Everything under ``saliency_jax._src`` is private 
 
 __version__ = "0.2.0"
 
-from saliency_jax import masks, metrics, models, rl, testing
+from saliency_jax import masks, metrics, models, rl, sharding, testing
 from saliency_jax._src.gradcam import GradCamConfig, cam_from_activations, gradcam
 from saliency_jax._src.iassa import IassaConfig, iassa, iassa_num_queries, window_schedule
 from saliency_jax._src.lime import LimeConfig, LimeFit, lime, lime_fit, quickshift_segments
@@ -98,6 +99,7 @@ __all__ = [
     "rlcam_greedy_explain",
     "rlcam_mask",
     "rlcam_num_queries",
+    "sharding",
     "testing",
     "train_rlcam",
     "trajectory_saliency",

@@ -41,7 +41,8 @@ EXPLAINERS = {
 NO_TARGET = {"rise_all_classes"}
 
 
-NAMESPACES = ("saliency_jax", "saliency_jax.metrics", "saliency_jax.masks", "saliency_jax.rl")
+NAMESPACES = ("saliency_jax", "saliency_jax.metrics", "saliency_jax.masks", "saliency_jax.rl",
+              "saliency_jax.sharding")
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from saliency_jax._src import masks, validation
+from saliency_jax._src import masks, sharding, validation
 
 UPSAMPLE_METHODS = ("linear", "mirror")
 
@@ -143,4 +143,5 @@ def gradcam(key, model_fn, image, target, *, cam_model, config: GradCamConfig = 
             f"cam_model.head must map activations to f32[b, k] with k = {num_classes} (the "
             f"classes of model_fn), got output shape {scores.shape}"
         )
-    return _gradcam(cam_model, image, jnp.asarray(target, jnp.int32), upsample=config.upsample)
+    operands = sharding.replicate((cam_model, image, jnp.asarray(target, jnp.int32)))
+    return _gradcam(*operands, upsample=config.upsample)

@@ -335,8 +335,9 @@ def lime(key, model_fn, image, target, *, config: LimeConfig = LimeConfig(), seg
     """
     model_fn = as_pytree_fn(model_fn)
     args, static = _prepare(model_fn, image, target, config, segments, baseline)
-    fit = _lime_fit(key, model_fn, *args, **static)
-    return _paint(fit.coef, args[2])
+    operands = sharding.replicate((key, model_fn, *args))
+    fit = _lime_fit(*operands, **static)
+    return _paint(fit.coef, operands[4])  # operands[4]: the segments
 
 
 def lime_fit(key, model_fn, image, target, *, config: LimeConfig = LimeConfig(), segments=None,
@@ -347,4 +348,4 @@ def lime_fit(key, model_fn, image, target, *, config: LimeConfig = LimeConfig(),
     """
     model_fn = as_pytree_fn(model_fn)
     args, static = _prepare(model_fn, image, target, config, segments, baseline)
-    return _lime_fit(key, model_fn, *args, **static)
+    return _lime_fit(*sharding.replicate((key, model_fn, *args)), **static)

@@ -202,5 +202,6 @@ def occlusion(key, model_fn, image, target, *, config: OcclusionConfig = Occlusi
     validation.check_target(target, num_classes)
     baseline = baselines.resolve_baseline(model_fn, image, baseline)
     batch_size = min(config.batch_size, config.num_windows((h, w)))
-    return _occlusion(model_fn, jnp.asarray(image, jnp.float32), jnp.asarray(target, jnp.int32),
-                      baseline, window=window, stride=stride, batch_size=batch_size)
+    operands = sharding.replicate((model_fn, jnp.asarray(image, jnp.float32),
+                                   jnp.asarray(target, jnp.int32), baseline))
+    return _occlusion(*operands, window=window, stride=stride, batch_size=batch_size)

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from saliency_jax._src import masks, validation
+from saliency_jax._src import masks, sharding, validation
 from saliency_jax._src import rexl_env as rl_env
 from saliency_jax._src.model_fn import as_pytree_fn
 from saliency_jax._src.rl import networks
@@ -267,6 +267,7 @@ def rexl(key, model_fn, image, target, *, config: RexlConfig = DEFAULT_CONFIG, a
                          f"model's {num_classes} classes")
     check_agent_params(agent_params, features_fn, hw, config)
     mean_rgb, std_rgb = rl_env.substrate_colours(model_fn, baseline)
-    return _rexl(key, model_fn, features_fn, agent_params, jnp.asarray(image, jnp.float32),
-                 jnp.asarray(target, jnp.int32), mean_rgb, std_rgb,
-                 jnp.asarray(deterministic, bool), config=config)
+    operands = sharding.replicate((key, model_fn, features_fn, agent_params,
+                                   jnp.asarray(image, jnp.float32), jnp.asarray(target, jnp.int32),
+                                   mean_rgb, std_rgb, jnp.asarray(deterministic, bool)))
+    return _rexl(*operands, config=config)

@@ -50,7 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from saliency_jax._src import baselines, validation
+from saliency_jax._src import baselines, sharding, validation
 from saliency_jax._src.model_fn import as_pytree_fn
 
 MODES = ("deletion", "insertion")
@@ -170,13 +170,16 @@ def substrate_colours(model_fn, baseline=None) -> tuple[jax.Array, jax.Array]:
 
 @functools.partial(jax.jit, static_argnames=("stage", "batch_size"))
 def _precompute(model_fn, features_fn, images, targets, *, stage, batch_size):
-    def one(args):
-        image, target = args
-        probs = model_fn(image[None])[0]
-        target = jnp.where(target < 0, jnp.argmax(probs).astype(jnp.int32), target)
-        return target, select_features(features_fn(image[None]), stage)[0]
+    """Resolved targets and original features, image chunks split over all devices."""
+    def rows(operands, indices, valid):
+        model_fn, features_fn, images, targets = operands
+        index = jnp.where(valid, indices, 0)  # padding rows recompute image 0 and are dropped
+        x, target = images[index], targets[index]
+        top1 = jnp.argmax(model_fn(x), axis=-1).astype(jnp.int32)
+        return jnp.where(target < 0, top1, target), select_features(features_fn(x), stage)
 
-    return jax.lax.map(one, (images, targets), batch_size=min(batch_size, images.shape[0]))
+    return sharding.sharded_item_map(rows, (model_fn, features_fn, images, targets),
+                                     num_items=images.shape[0], chunk_size=batch_size)
 
 
 def make_env_params(
@@ -263,9 +266,11 @@ def make_env_params(
                 and select_features(out[1], stage).shape == select_features(probe, stage).shape):
             raise ValueError("fused_fn must return (model_fn(x), features_fn(x)) for images x")
     mean_rgb, std_rgb = substrate_colours(model_fn, baseline)
+    model_fn, features_fn, images, targets, mean_rgb, std_rgb, fused_fn = sharding.replicate(
+        (model_fn, features_fn, images, jnp.asarray(targets, jnp.int32), mean_rgb, std_rgb,
+         fused_fn))
     targets, original_features = _precompute(
-        model_fn, features_fn, images, jnp.asarray(targets, jnp.int32), stage=stage,
-        batch_size=batch_size,
+        model_fn, features_fn, images, targets, stage=stage, batch_size=batch_size,
     )
     blank_features = blank_image_features(features_fn, mean_rgb, (h, w), stage=stage,
                                           needed=mode == "insertion" and substrate == "baseline")

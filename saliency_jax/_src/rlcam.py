@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from saliency_jax._src import baselines, masks, validation
+from saliency_jax._src import baselines, masks, sharding, validation
 from saliency_jax._src import rlcam_env as env
 from saliency_jax._src.model_fn import as_pytree_fn
 from saliency_jax._src.rexl_env import check_grid
@@ -237,9 +237,9 @@ def rlcam_explain(key, model_fn, image, target, *, config: RlcamConfig = RlcamCo
     model_fn, image, target, baseline, penalty, static = _prepare(model_fn, image, target,
                                                                   config, baseline)
     check_agent_params(agent_params, config)
-    return _episode(key, model_fn, image, target, baseline, penalty, agent_params,
-                    jnp.asarray(deterministic, bool), layers=(config.pi_layers, config.vf_layers),
-                    **static)
+    operands = sharding.replicate((key, model_fn, image, target, baseline, penalty, agent_params,
+                                   jnp.asarray(deterministic, bool)))
+    return _episode(*operands, layers=(config.pi_layers, config.vf_layers), **static)
 
 
 def rlcam(key, model_fn, image, target, *, config: RlcamConfig = RlcamConfig(), agent_params,
@@ -346,8 +346,9 @@ def rlcam_greedy_explain(key, model_fn, image, target, *, config: RlcamConfig = 
     del key
     model_fn, image, target, baseline, penalty, static = _prepare(model_fn, image, target,
                                                                   config, baseline)
-    return _episode(jax.random.key(0), model_fn, image, target, baseline, penalty, None,
-                    jnp.ones((), bool), layers=None, **static)
+    operands = sharding.replicate((jax.random.key(0), model_fn, image, target, baseline, penalty,
+                                   None, jnp.ones((), bool)))
+    return _episode(*operands, layers=None, **static)
 
 
 def rlcam_greedy(key, model_fn, image, target, *, config: RlcamConfig = RlcamConfig(),

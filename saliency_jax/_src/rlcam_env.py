@@ -82,7 +82,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from saliency_jax._src import baselines, validation
+from saliency_jax._src import baselines, sharding, validation
 from saliency_jax._src.model_fn import as_pytree_fn
 from saliency_jax._src.rexl_env import Environment, check_grid, patch_mask
 
@@ -239,17 +239,25 @@ def lookahead(model_fn, image, baseline, target, mask, *, grid: int, batch_size:
     """The batched one-step look-ahead: ``(keep(m ⊕ e_j), remove(m ⊕ e_j))``, ``f32[P]`` each.
 
     ``2P`` model queries in calls of ``batch_size`` images: item ``i < P`` is the kept image of
-    toggle ``i``, item ``P + i`` its removed image. Only one call's images exist at a time.
+    toggle ``i``, item ``P + i`` its removed image. Only one call's images exist at a time per
+    device; the calls are split over all devices (:func:`saliency_jax.sharding.sharded_item_map`).
     """
     p = grid * grid
     h, w = image.shape[:2]
 
-    def score(i):
-        toggled = mask ^ (jnp.arange(p) == i % p)
-        shown = pixel_mask(toggled, grid, (h, w))[..., None] == (i < p)
-        return model_fn(jnp.where(shown, image, baseline)[None])[0, target]
+    def chunk_scores(operands, indices, valid):
+        model_fn, image, baseline, target, mask = operands
 
-    scores = jax.lax.map(score, jnp.arange(2 * p), batch_size=min(batch_size, 2 * p))
+        def toggled_image(i):
+            toggled = mask ^ (jnp.arange(p) == i % p)
+            shown = pixel_mask(toggled, grid, (h, w))[..., None] == (i < p)
+            return jnp.where(shown, image, baseline)
+
+        scores = model_fn(jax.vmap(toggled_image)(indices))[:, target]
+        return jnp.where(valid, scores, 0.0)
+
+    scores = sharding.sharded_item_map(chunk_scores, (model_fn, image, baseline, target, mask),
+                                       num_items=2 * p, chunk_size=batch_size)
     return scores[:p], scores[p:]
 
 
@@ -394,9 +402,10 @@ def make_env_params(model_fn, images, targets=None, *, config: RlcamConfig = Rlc
         raise ValueError(f"targets must lie in [-1, {num_classes}): the model has "
                          f"{num_classes} classes")
     baseline = baselines.resolve_baseline(model_fn, images[0], baseline)
+    model_fn, images, targets, baseline = sharding.replicate(
+        (model_fn, images, jnp.asarray(targets, jnp.int32), baseline))
     targets, keep, remove, look_keep, look_remove = _precompute(
-        model_fn, images, jnp.asarray(targets, jnp.int32), baseline, grid=config.grid,
-        batch_size=config.batch_size)
+        model_fn, images, targets, baseline, grid=config.grid, batch_size=config.batch_size)
     return EnvParams(
         model_fn=model_fn, images=images, targets=targets, baseline=baseline,
         size_penalty=jnp.float32(config.size_penalty), init_keep=keep, init_remove=remove,

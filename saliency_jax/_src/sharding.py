@@ -1,4 +1,4 @@
-"""Sums over many items (masks, perturbations), a chunk at a time, split across devices.
+"""One sharding layer for every method: item sums and maps over all devices of all processes.
 
 Monte-Carlo explainers and metrics reduce a per-item quantity over ``N`` items that are
 generated from their index (``fold_in(key, index)``). :func:`sharded_chunk_sum` computes
@@ -9,7 +9,8 @@ where chunk ``c`` holds items ``c * chunk, ..., c * chunk + chunk - 1``. The chu
 over a 1-D mesh of the devices (``jax.shard_map``): device ``d`` runs a ``lax.scan`` over its
 contiguous share of chunk indices, accumulating in place, and the per-device sums are added
 with ``psum``. Memory is one chunk per device whatever ``N``; the result does not depend on the
-chunk size or the number of devices except for float summation order.
+chunk size or the number of devices except for float summation order. :func:`sharded_item_map`
+is the same split for per-item outputs (a look-ahead, one row per image): exact, gathered.
 
 ``N`` need not be a multiple of the chunk size: the last chunk (and any whole chunks added to
 give every device the same number) holds indices ``>= N``, flagged ``valid = False``; ``fn`` must
@@ -22,11 +23,17 @@ its share of chunks for the whole batch of images: the item (mask) axis is what 
 never the image axis. The mask axis is the long one (thousands of masks against a handful of
 images), so this keeps every device busy even for a single image.
 
-Placement: the computation spans all devices, so a concrete argument committed to one device
-(``jax.device_put(x, jax.devices()[1])``) must first be put on all of them: public functions
-call :func:`replicate` on their array arguments outside ``jit``. Under the caller's own ``jit``
-that is the caller's business. With ``jax.distributed`` the default devices are every host's
-(the same code path; not tested here on several hosts).
+**Placement, one or many processes.** The mesh is every device of every process
+(``jax.devices()``; under ``jax.distributed`` that includes other hosts' devices). A concrete
+array can only be placed on the devices its own process addresses, so the public functions pass
+their array arguments through :func:`replicate` outside ``jit``: it builds *global* arrays from
+each process's local copy (``jax.make_array_from_process_local_data``; every process must call
+with the same values, as SPMD programs do) and leaves arrays already global alone. The results
+are then fully replicated global arrays: ``np.asarray`` works on every process and they may be
+passed straight to another method. :func:`shard_batch` puts a batch (images, environments)
+sharded along its leading axis; :func:`gather` fetches any result, sharded or not, as numpy on
+every process. Under the caller's own ``jit`` the placement of its arguments is the caller's
+business (pass them through :func:`replicate` or :func:`shard_batch` first).
 """
 
 from __future__ import annotations
@@ -78,7 +85,8 @@ def sharded_chunk_sum(
         device (outside ``jit``, pass concrete inputs through :func:`replicate` first).
       num_items: ``N >= 1`` (static).
       chunk_size: items per chunk (static); clamped to ``N``.
-      devices: the devices to split the chunks over; default ``jax.devices()``. Each device
+      devices: the devices to split the chunks over; default ``jax.devices()`` (all devices of
+        all processes under ``jax.distributed``). Each device
         runs ``ceil(num_chunks / num_devices)`` chunks (padding chunks when there are fewer
         chunks than devices).
 
@@ -120,22 +128,157 @@ def item_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     return Mesh(np.asarray(_devices(devices)), (_AXIS,))
 
 
+
+def _is_concrete_array(leaf) -> bool:
+    return (not isinstance(leaf, jax.core.Tracer)
+            and isinstance(leaf, jax.Array | np.ndarray | np.generic))
+
+
+def _to_global(leaf, sharding: NamedSharding, global_shape=None):
+    """``leaf`` as a global array with ``sharding``: built from this process's copy, or
+    resharded when it already spans other processes' devices."""
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+        if leaf.sharding.is_equivalent_to(sharding, leaf.ndim):
+            return leaf
+        return jax.device_put(leaf, sharding)  # global -> global: a collective reshard
+    if isinstance(leaf, jax.Array) and leaf.sharding.is_equivalent_to(sharding, leaf.ndim):
+        return leaf
+    return jax.make_array_from_process_local_data(sharding, leaf, global_shape)
+
+
 def replicate(tree, devices: Sequence[jax.Device] | None = None):
-    """Put the concrete array leaves of ``tree`` on every device of :func:`item_mesh`.
+    """The concrete array leaves of ``tree`` replicated on every device of :func:`item_mesh`.
 
     Call it outside ``jit`` on the operands of a function that uses :func:`sharded_chunk_sum`:
     an argument committed to one device (``jax.device_put(x, jax.devices()[1])``) cannot enter
-    a computation over all devices. A no-op with one device, for tracers, and for arrays
-    already replicated there.
+    a computation over all devices. Under ``jax.distributed`` the result is a global array
+    built from each process's local copy (all processes must pass the same values); arrays
+    that already span other processes are resharded, not copied from the host. A no-op with
+    one device, for tracers, non-array leaves, and arrays already replicated there.
     """
     devices = _devices(devices)
     if len(devices) == 1:
         return tree
     replicated = NamedSharding(item_mesh(devices), PartitionSpec())
+    return jax.tree.map(
+        lambda leaf: _to_global(leaf, replicated) if _is_concrete_array(leaf) else leaf, tree)
+
+
+def shard_batch(tree, devices: Sequence[jax.Device] | None = None, *,
+                process_local: bool = False):
+    """The array leaves of ``tree`` sharded along their leading (batch) axis over all devices.
+
+    For batches of images or environments fed to the caller's own ``jit(vmap(...))``: each
+    device holds ``batch / num_devices`` rows. Outside ``jit`` only.
+
+    Args:
+      tree: a pytree of concrete arrays with the same leading size ``n`` (non-array leaves are
+        left alone).
+      devices: as :func:`item_mesh`; default all devices of all processes.
+      process_local: ``False`` (default): every process passes the whole batch (the same
+        values); ``True``: each process passes only its own rows, ``n`` per process, in
+        ``jax.process_index()`` order, and the global batch has ``n * process_count()`` rows.
+
+    Raises:
+      ValueError: a leaf without a leading axis, leaves of different leading sizes, or a
+        global batch that is not a multiple of the number of devices.
+    """
+    devices = _devices(devices)
+    leaves = [leaf for leaf in jax.tree.leaves(tree) if _is_concrete_array(leaf)]
+    sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in leaves}
+    if None in sizes or len(sizes) > 1:
+        raise ValueError(f"shard_batch needs array leaves with one common leading axis, got "
+                         f"shapes {[np.shape(leaf) for leaf in leaves]}")
+    if not leaves:
+        return tree
+    (n,) = sizes
+    processes = len({d.process_index for d in devices})
+    total = n * processes if process_local else n
+    if total % len(devices):
+        raise ValueError(f"the batch of {total} rows must be a multiple of the {len(devices)} "
+                         "devices it is split over (pad it)")
+    sharded = NamedSharding(item_mesh(devices), PartitionSpec(_AXIS))
 
     def put(leaf):
-        if isinstance(leaf, jax.core.Tracer) or not isinstance(leaf, jax.Array | np.ndarray):
+        if not _is_concrete_array(leaf):
             return leaf
-        return jax.device_put(leaf, replicated)
+        return _to_global(leaf, sharded, (total, *np.shape(leaf)[1:]))
 
     return jax.tree.map(put, tree)
+
+
+def gather(tree):
+    """Every array leaf of ``tree`` as a numpy array holding its full value, on every process.
+
+    Fully replicated and process-local arrays are read directly; arrays sharded over other
+    processes' devices (the output of a ``jit`` over a :func:`shard_batch` input) are
+    all-gathered (``multihost_utils.process_allgather``): under ``jax.distributed`` every
+    process must call it. Non-array leaves are left alone.
+    """
+    from jax.experimental import multihost_utils
+
+    def fetch(leaf):
+        if not _is_concrete_array(leaf):
+            return leaf
+        if isinstance(leaf, jax.Array) and not (leaf.is_fully_addressable
+                                                or leaf.is_fully_replicated):
+            return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+        return np.asarray(leaf)
+
+    return jax.tree.map(fetch, tree)
+
+
+def sharded_item_map(
+    fn: Callable,
+    operands,
+    *,
+    num_items: int,
+    chunk_size: int,
+    devices: Sequence[jax.Device] | None = None,
+):
+    """``fn``'s per-item outputs for items ``[0, num_items)``, stacked, chunks split over devices.
+
+    The map counterpart of :func:`sharded_chunk_sum` (same chunks, same split): device ``d``
+    maps ``fn`` over its contiguous share of chunks with a ``lax.scan``, then the shares are
+    all-gathered, so every device holds the whole result and no value is summed (exact).
+
+    Args:
+      fn: ``fn(operands, indices: i32[chunk], valid: bool[chunk]) -> pytree of arrays``, each
+        with leading axis ``chunk`` (one row per item). Rows of padding items (``valid ==
+        False``) are dropped.
+      operands, num_items, chunk_size, devices: as :func:`sharded_chunk_sum`.
+
+    Returns:
+      The pytree ``fn`` returns, each leaf with leading axis ``num_items`` (replicated).
+    """
+    if num_items < 1 or chunk_size < 1:
+        raise ValueError(f"num_items and chunk_size must be >= 1, got {num_items}, {chunk_size}")
+    chunk = min(int(chunk_size), int(num_items))
+    num_chunks = math.ceil(num_items / chunk)
+    devices = _devices(devices)
+    per_device = math.ceil(num_chunks / len(devices))
+    chunk_ids = jnp.arange(len(devices) * per_device, dtype=jnp.int32)
+
+    def local_map(operands, local_ids):
+        def body(_, chunk_id):
+            indices = chunk_id * chunk + jnp.arange(chunk, dtype=jnp.int32)
+            return None, fn(operands, indices, indices < num_items)
+
+        _, rows = jax.lax.scan(body, None, local_ids)  # leaves [chunks, chunk, ...]
+        return jax.tree.map(lambda r: r.reshape(-1, *r.shape[2:]), rows)
+
+    if len(devices) == 1:
+        rows = local_map(operands, chunk_ids)
+    else:
+        def per_device_rows(operands, local_ids):
+            rows = local_map(operands, local_ids)
+            return jax.tree.map(lambda r: jax.lax.all_gather(r, _AXIS, tiled=True), rows)
+
+        rows = jax.shard_map(
+            per_device_rows,
+            mesh=item_mesh(devices),
+            in_specs=(PartitionSpec(), PartitionSpec(_AXIS)),
+            out_specs=PartitionSpec(),
+            check_vma=False,
+        )(operands, chunk_ids)
+    return jax.tree.map(lambda r: r[:num_items], rows)

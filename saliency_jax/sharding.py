@@ -1,0 +1,16 @@
+"""Placing inputs and fetching results across devices and processes.
+
+The explainers and metrics split their mask/step/window axis over every device of every process
+(``jax.devices()``) by themselves; these helpers are for a caller's own batched, jitted code and
+for ``jax.distributed`` runs:
+
+* :func:`replicate`: concrete arrays as global arrays replicated on every device (every process
+  passes the same values);
+* :func:`shard_batch`: a batch (images, environments) sharded along its leading axis over every
+  device, from the whole batch or from each process's own rows;
+* :func:`gather`: any result, sharded or not, as numpy on every process.
+"""
+
+from saliency_jax._src.sharding import gather, item_mesh, replicate, shard_batch
+
+__all__ = ["gather", "item_mesh", "replicate", "shard_batch"]
