@@ -38,6 +38,7 @@ def test_packaged_classifier_reaches_its_recorded_accuracy(model, test_split):
     assert accuracy == pytest.approx(recorded["test_accuracy"], abs=1 / 600)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", classifiers.DEFAULT_MODELS)
 def test_packaged_classifier_uses_the_object(model, test_split):
     # Recomputed from the shipped checkpoint: hiding the object's box must destroy the score,
@@ -97,6 +98,7 @@ def _mean_auc(model_fn, method, images, labels, metric):
     return float(np.mean(aucs))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "metric", "better"), [
     ("rexl", "deletion", "lower"),
     ("rexl_insertion", "insertion", "higher"),
