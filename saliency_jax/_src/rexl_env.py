@@ -224,16 +224,7 @@ def make_env_params(
     class as a fixed target; dataset-wide = all images, targets = labels or -1, and
     ``num_class_planes = K``.
     """
-    images = jnp.asarray(images)
-    if images.ndim == 3:
-        images = images[None]
-    if images.ndim != 4:
-        raise ValueError(f"images must be f32[n, h, w, 3], got shape {images.shape}")
-    validation.check_image(np.asarray(images[0]), name="images[0]")
-    values = np.asarray(images)
-    if not (np.all(np.isfinite(values)) and values.min() >= 0 and values.max() <= 1):
-        raise ValueError("images must be finite and lie in [0, 1]")
-    images = images.astype(jnp.float32)
+    images = validation.check_image_batch(images)
     n, h, w, _ = images.shape
     grid = check_grid(grid, (h, w))
     check_mode(mode)

@@ -380,16 +380,7 @@ def make_env_params(model_fn, images, targets=None, *, config: RlcamConfig = Rlc
     """
     if not isinstance(config, RlcamConfig):
         raise ValueError(f"config must be an RlcamConfig, got {type(config).__name__}")
-    images = jnp.asarray(images)
-    if images.ndim == 3:
-        images = images[None]
-    if images.ndim != 4:
-        raise ValueError(f"images must be f32[n, h, w, 3], got shape {images.shape}")
-    validation.check_image(np.asarray(images[0]), name="images[0]")
-    values = np.asarray(images)
-    if not (np.all(np.isfinite(values)) and values.min() >= 0 and values.max() <= 1):
-        raise ValueError("images must be finite and lie in [0, 1]")
-    images = images.astype(jnp.float32)
+    images = validation.check_image_batch(images)
     n, h, w, _ = images.shape
     check_grid(config.grid, (h, w))
     model_fn = as_pytree_fn(model_fn)

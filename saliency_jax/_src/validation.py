@@ -8,6 +8,7 @@ arrays; when called with tracers (an explainer used inside the caller's own ``ji
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -42,6 +43,21 @@ def check_image(image, name: str = "image") -> tuple[int, int]:
         if lo < 0.0 or hi > 1.0:
             raise ValueError(f"{name} values must lie in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
     return int(shape[0]), int(shape[1])
+
+
+def check_image_batch(images, name: str = "images"):
+    """``images`` ``f32[n, h, w, 3]`` (or one image ``[h, w, 3]``, taken as ``n = 1``) with finite
+    values in [0, 1]; returns them as a float32 batch."""
+    images = jnp.asarray(images)
+    if images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4:
+        raise ValueError(f"{name} must be f32[n, h, w, 3], got shape {images.shape}")
+    check_image(np.asarray(images[0]), name=f"{name}[0]")
+    values = np.asarray(images)
+    if not (np.all(np.isfinite(values)) and values.min() >= 0 and values.max() <= 1):
+        raise ValueError(f"{name} must be finite and lie in [0, 1]")
+    return images.astype(jnp.float32)
 
 
 def check_target(target, num_classes: int, name: str = "target") -> None:
