@@ -25,7 +25,7 @@ from saliency_jax.data import shapes
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 WORKER = REPO / "tests" / "evaluate_worker.py"
-SIZE, NUM_IMAGES, METHODS = 32, 6, ("rise", "random")
+SIZE, NUM_IMAGES, METHODS = 32, 4, ("rise", "random")
 TIMEOUT_S = 240
 
 
@@ -42,11 +42,12 @@ def _env():
     return env
 
 
-def _start(out, port, ids=(0, 1), heartbeat=5):
+def _start(out, port, ids=(0, 1), heartbeat=5, batch_size=2):
     return {i: subprocess.Popen(
         [sys.executable, str(WORKER), str(out), "--num-processes", "2", "--process-id", str(i),
          "--port", str(port), "--num-images", str(NUM_IMAGES), "--size", str(SIZE),
-         "--heartbeat-timeout", str(heartbeat), "--methods", *METHODS],
+         "--heartbeat-timeout", str(heartbeat), "--batch-size", str(batch_size),
+         "--methods", *METHODS],
         env=_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for i in ids}
 
@@ -136,9 +137,9 @@ def test_two_processes_equal_one(tmp_path, single):
 def test_a_killed_process_restarted_gives_the_same_table(tmp_path, single):
     out = tmp_path / "killed"
     deadline = time.monotonic() + TIMEOUT_S
-    procs = _start(out, _free_port())
+    procs = _start(out, _free_port(), batch_size=1)  # 2 batches of one image each
     mine = out / "records" / "process-00001.jsonl"
-    while not (mine.exists() and mine.read_text().count("\n") >= 1):
+    while not (mine.exists() and mine.read_text().count("\n") >= len(METHODS)):
         if time.monotonic() > deadline or any(p.poll() is not None for p in procs.values()):
             for p in procs.values():
                 p.kill()
@@ -146,14 +147,16 @@ def test_a_killed_process_restarted_gives_the_same_table(tmp_path, single):
                 {i: p.communicate()[0] for i, p in procs.items()}))
         time.sleep(0.05)
     procs[1].send_signal(signal.SIGKILL)  # mid-run: it has more batches to go
-XX
+    # jax 0.10's health check aborts the survivor once the dead task misses its heartbeats
+    # ("Terminating process because the JAX distributed service detected fatal errors"),
+    # 5 s here; it must not have merged a partial table.
     _, codes = _finish(procs, deadline, expect_ok=False)
     assert codes[1] == -signal.SIGKILL
     assert not (out / "results.json").exists()
     done = ev.read_records(out)
     assert 0 < len(done) < NUM_IMAGES * len(METHODS)
     # Restart every process that is not running (here: both), with the same arguments.
-    outputs, _ = _finish(_start(out, _free_port()), deadline)
+    outputs, _ = _finish(_start(out, _free_port(), batch_size=1), deadline)
     assert "merged" in outputs[0], _show(outputs)
     lines = [json.loads(line) for p in (0, 1)
              for line in (out / "records" / f"process-{p:05d}.jsonl").read_text().splitlines()]

@@ -43,6 +43,7 @@ other processes while it runs: a killed process loses only its own unfinished ba
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import pathlib
@@ -427,13 +428,18 @@ class _BatchedMethod:
 
 
 def _metrics_fn(config: EvaluateConfig):
+    return _metrics_jit(config.step, config.tolerance, config.iou_threshold)
+
+
+@functools.lru_cache(maxsize=8)
+def _metrics_jit(step: int, tolerance: float, iou_threshold: float):
     def one(model_fn, image, saliency, target, gt):
-        dele = metrics.deletion(model_fn, image, saliency, target, step=config.step)
-        ins = metrics.insertion(model_fn, image, saliency, target, step=config.step)
-        overlap = metrics.overlap(saliency, gt, threshold=config.iou_threshold, mode="relative")
+        dele = metrics.deletion(model_fn, image, saliency, target, step=step)
+        ins = metrics.insertion(model_fn, image, saliency, target, step=step)
+        overlap = metrics.overlap(saliency, gt, threshold=iou_threshold, mode="relative")
         return {"deletion": dele.auc, "insertion": ins.auc, "deletion_curve": dele.scores,
                 "insertion_curve": ins.scores,
-                "pointing": metrics.pointing_game(saliency, gt, tolerance=config.tolerance),
+                "pointing": metrics.pointing_game(saliency, gt, tolerance=tolerance),
                 "iou": overlap.iou, "f1": overlap.f1, "precision": overlap.precision,
                 "recall": overlap.recall}
 
@@ -475,10 +481,11 @@ def _record(index, name, target, seconds, queries, values, row, has_mask) -> dic
     return record
 
 
-def _evaluate_shard(out, config, method_list, model_fn, dataset, todo, done, writer, bar):
+def _evaluate_shard(out, config, method_list, model_fn, dataset, todo, done, writer, bar,
+                    runners=None):
     hw = (config.image_size, config.image_size)
     stores = {m.name: open_maps(out, m.name, num_rows=len(dataset), hw=hw) for m in method_list}
-    runners = {m.name: _BatchedMethod(m, config.seed) for m in method_list}
+    runners = runners or {m.name: _BatchedMethod(m, config.seed) for m in method_list}
     metrics_fn = _metrics_fn(config)
     batches = [todo[i:i + config.batch_size] for i in range(0, len(todo), config.batch_size)]
     for batch in _prefetch(dataset, batches, config.batch_size, hw):
