@@ -415,8 +415,10 @@ class _BatchedMethod:
                 return self._batched(model_fn, indices, images, targets)
             except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError,
                     jax.errors.TracerBoolConversionError,
-                    jax.errors.TracerIntegerConversionError):
-                self.vmapped = False  # e.g. LIME's quickshift runs in numpy on the image
+                    jax.errors.TracerIntegerConversionError, ValueError):
+                # Not traceable (LIME's quickshift runs in numpy on the image): image by image,
+                # where a genuine error in the arguments is raised again.
+                self.vmapped = False
         maps, queries = [], []
         for index, image, target in zip(indices, images, targets, strict=True):
             key = method_key(self.seed, int(index), self.method.name)
