@@ -38,14 +38,21 @@ def _setup(args):
     from saliency_jax.app import classifiers, methods
     from saliency_jax.app import evaluate as ev
 
-    config = ev.EvaluateConfig(methods=tuple(args.methods), num_images=args.images,
-                               num_masks=args.num_masks, image_size=112,
-                               batch_size=args.batch_size)
-    model_fn, variables = classifiers.load_classifier("resnet_small")
-    context = methods.model_context("resnet_small", variables, (112, 112))
+    size = 112 if args.model == "resnet_small" else 32
+    config = ev.EvaluateConfig(model=args.model, methods=tuple(args.methods),
+                               num_images=args.images, num_masks=args.num_masks,
+                               image_size=size, batch_size=args.batch_size,
+                               target="auto" if args.model == "resnet_small" else "top1")
+    if args.model == "resnet_small":
+        model_fn, variables = classifiers.load_classifier("resnet_small")
+        context = methods.model_context("resnet_small", variables, (size, size))
+    else:  # the test suite's tiny CNN: a model so cheap that per-call overhead dominates
+        from saliency_jax import testing
+
+        model_fn = testing.tiny_cnn(jax.random.key(0), (size, size))[0]
+        context = methods.ModelContext("tiny", {}, (size, size))
     method_list = methods.build_methods(config.methods, context, num_masks=config.num_masks)
-    dataset = data.load("saliency_shapes", image_size=112)
-    del jax
+    dataset = data.load("saliency_shapes", image_size=size)
     return ev, config, ev._as_partial(model_fn), method_list, dataset
 
 
@@ -128,7 +135,8 @@ def _run(args, devices, extra=(), processes=1):
                PYTHONPATH=str(pathlib.Path(__file__).resolve().parents[1]))
     base = [sys.executable, __file__, "--worker", "--images", str(args.images),
             "--batch-size", str(args.batch_size), "--num-masks", str(args.num_masks),
-            "--repeats", str(args.repeats), "--methods", *args.methods, *extra]
+            "--repeats", str(args.repeats), "--model", args.model, "--methods", *args.methods,
+            *extra]
     if processes == 1:
         out = subprocess.run(base, env=env, capture_output=True, text=True, timeout=3600)
         if out.returncode:
@@ -160,6 +168,11 @@ def main(argv=None):
     parser.add_argument("--num-masks", type=int, default=500, help="RISE masks")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--devices", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--model", choices=("resnet_small", "tiny"), default="resnet_small",
+                        help="tiny: the test suite's CNN at 32² (dispatch-bound), no gradcam")
+    parser.add_argument("--multi-process", type=int, default=2,
+                        help="processes of the multi-process row (0: none)")
+    parser.add_argument("--name", default="scale", help="results/<name>.json")
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args)))
@@ -173,9 +186,10 @@ def main(argv=None):
         r = _run(args, devices)
         rows.append(r)
         print(json.dumps(r), flush=True)
-    r = _run(args, 1, processes=2)
-    rows.append(r)
-    print(json.dumps(r), flush=True)
+    if args.multi_process > 1:
+        r = _run(args, 1, processes=args.multi_process)
+        rows.append(r)
+        print(json.dumps(r), flush=True)
     for r in rows:
         for k in ("loop_images_per_s", "batched_images_per_s"):
             if k in r:
@@ -184,14 +198,15 @@ def main(argv=None):
             r["speedup"] = r["batched_median"] / r["loop_median"]
     payload = {
         "what": "images/s of the main job (explanations + deletion/insertion/pointing/IoU/F1 of "
-                f"every method) on resnet_small 112², methods {args.methods}, RISE N = "
+                f"every method) on {args.model} {112 if args.model == 'resnet_small' else 32}², "
+                f"methods {args.methods}, RISE N = "
                 f"{args.num_masks}; per-image loop vs batched engine (batch {args.batch_size}), "
                 "interleaved, medians, compile excluded",
         "rows": rows,
         "environment": common.environment(),
         "command": " ".join(["python", *sys.argv]),
     }
-    print(f"wrote {common.write_result('scale', payload)}")
+    print(f"wrote {common.write_result(args.name, payload)}")
 
 
 if __name__ == "__main__":

@@ -219,11 +219,11 @@ README = HERE.parent / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
-def scale_section(lines):
-    d = _load("scale")
+def scale_section(lines, name="scale", title="The main job at scale"):
+    d = _load(name)
     if d is None:
         return
-    lines += ["## The main job at scale (`bench_scale.py`)", "",
+    lines += [f"## {title} (`bench_scale.py`)", "",
               f"{d['what']}. Each row is a fresh process (simulated CPU devices via "
               "`XLA_FLAGS=--xla_force_host_platform_device_count`); the 2-process row is a "
               "`jax.distributed` job on localhost (gloo), images split `i % 2`, each process on "
@@ -265,7 +265,9 @@ def main():
     classifiers_section(lines)
     evaluate_section(lines, "evaluate_shapes", "The main job on the synthetic benchmark")
     evaluate_section(lines, "evaluate_photos", "The main job on the bundled photos")
-    for section in (scale_section, rise_section, torch_section, metrics_section, iassa_section,
+    scale_section(lines)
+    scale_section(lines, "scale_tiny", "The main job at scale, a dispatch-bound model")
+    for section in (rise_section, torch_section, metrics_section, iassa_section,
                     iassa_iterations_section, rexl_section, rlcam_section):
         section(lines)
     (HERE / "README.md").write_text("\n".join(lines))
