@@ -236,7 +236,10 @@ def scale_section(lines, name="scale", title="The main job at scale"):
                  f"{r['batched_median']:.3f}", "" if loop is None else f"{r['speedup']:.2f}",
                  "" if diff is None else f"{diff:.1e}"]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Measured on {_env(d)}. Command: `{d['command']}`.", ""]
+    lines += ["", "Loop and batched are interleaved within a row; the rows ran one after another "
+              "while the load of the shared machine changed, so compare columns within a row "
+              "(and rows only within one results file).", "",
+              f"Measured on {_env(d)}. Command: `{d['command']}`.", ""]
 
 
 def readme_results():
@@ -266,6 +269,7 @@ def main():
     evaluate_section(lines, "evaluate_shapes", "The main job on the synthetic benchmark")
     evaluate_section(lines, "evaluate_photos", "The main job on the bundled photos")
     scale_section(lines)
+    scale_section(lines, "scale_processes", "The main job at scale, 1 vs 2 processes in one run")
     scale_section(lines, "scale_tiny", "The main job at scale, a dispatch-bound model")
     for section in (rise_section, torch_section, metrics_section, iassa_section,
                     iassa_iterations_section, rexl_section, rlcam_section):

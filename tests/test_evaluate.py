@@ -129,17 +129,16 @@ def test_resume_after_a_kill_and_a_torn_line(tmp_path, model_fn, dataset, monkey
 
 
 def test_more_methods_and_images_reuse_what_is_done(tmp_path, model_fn, dataset):
-    ev.run_evaluate(_config(methods=("rise", "random"), num_images=2), tmp_path,
+    ev.run_evaluate(_config(methods=("random",), num_images=2), tmp_path,
                     model_fn=model_fn, dataset=dataset, progress=False)
     first = _lines(tmp_path)
-    assert len(first) == 4
-    summary = ev.run_evaluate(_config(methods=("rise", "occlusion", "random"), num_images=3),
+    assert len(first) == 2
+    summary = ev.run_evaluate(_config(methods=("rise", "random"), num_images=3),
                               tmp_path, model_fn=model_fn, dataset=dataset, progress=False)
     lines = _lines(tmp_path)
-    assert lines[:4] == first  # kept, not recomputed
-    added = sorted((json.loads(x)["index"], json.loads(x)["method"]) for x in lines[4:])
-    assert added == [(0, "occlusion"), (1, "occlusion"), (2, "occlusion"), (2, "random"),
-                     (2, "rise")]
+    assert lines[:2] == first  # kept, not recomputed
+    added = sorted((json.loads(x)["index"], json.loads(x)["method"]) for x in lines[2:])
+    assert added == [(0, "rise"), (1, "rise"), (2, "random"), (2, "rise")]
     assert all(s["num_images"] == 3 for s in summary.values())
     # Fewer images again: the table is of the first num_images, from the records already there.
     again = ev.run_evaluate(_config(methods=("rise",), num_images=2), tmp_path,
