@@ -178,8 +178,9 @@ def main(argv=None):
         print(json.dumps(worker(args)))
         return
 
-    from benchmarks import common
     import numpy as np
+
+    from benchmarks import common
 
     rows = []
     for devices in args.devices:

@@ -6,9 +6,8 @@ import jax
 import numpy as np
 import pytest
 
+from saliency_jax import metrics, testing
 from saliency_jax.app import evaluate as ev
-from saliency_jax import metrics
-from saliency_jax import testing
 from saliency_jax.data import shapes
 
 SIZE = 48
@@ -97,7 +96,8 @@ def _lines(out):
 
 
 def test_resume_after_a_kill_and_a_torn_line(tmp_path, model_fn, dataset, monkeypatch):
-    full = ev.run_evaluate(_config(batch_size=2, methods=("rise", "random")), tmp_path / "full", model_fn=model_fn,
+    two = dict(batch_size=2, methods=("rise", "random"))
+    full = ev.run_evaluate(_config(**two), tmp_path / "full", model_fn=model_fn,
                            dataset=dataset, progress=False)
     real = ev._RecordWriter.write
     writes = []
@@ -111,7 +111,7 @@ def test_resume_after_a_kill_and_a_torn_line(tmp_path, model_fn, dataset, monkey
     monkeypatch.setattr(ev._RecordWriter, "write", dies_on_second_batch)
     cut = tmp_path / "cut"
     with pytest.raises(KeyboardInterrupt):
-        ev.run_evaluate(_config(batch_size=2, methods=("rise", "random")), cut, model_fn=model_fn, dataset=dataset,
+        ev.run_evaluate(_config(**two), cut, model_fn=model_fn, dataset=dataset,
                         progress=False)
     assert len(_lines(cut)) == 4 and not (cut / "results.json").exists()  # images 0, 1
     with open(cut / "records" / "process-00000.jsonl", "a") as f:
@@ -120,7 +120,7 @@ def test_resume_after_a_kill_and_a_torn_line(tmp_path, model_fn, dataset, monkey
     monkeypatch.setattr(ev._RecordWriter, "write",
                         lambda self, records: (writes.append(
                             [(r["index"], r["method"]) for r in records]), real(self, records)))
-    resumed = ev.run_evaluate(_config(batch_size=2, methods=("rise", "random")), cut, model_fn=model_fn, dataset=dataset,
+    resumed = ev.run_evaluate(_config(**two), cut, model_fn=model_fn, dataset=dataset,
                               progress=False)
     assert sorted(k for w in writes for k in w) == [(2, "random"), (2, "rise")]
     lines = _lines(cut)

@@ -19,8 +19,8 @@ import jax
 import numpy as np
 import pytest
 
-from saliency_jax.app import evaluate as ev
 from saliency_jax import testing
+from saliency_jax.app import evaluate as ev
 from saliency_jax.data import shapes
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

@@ -20,9 +20,8 @@ def _init_distributed(args) -> None:
     """``jax.distributed.initialize`` from the launch options (before any JAX computation)."""
     explicit = (args.coordinator, args.num_processes, args.process_id)
     if args.coordinator is None and args.distributed is False:
-        if args.num_processes is not None or args.process_id is not None:
-            if args.num_processes is None or args.process_id is None:
-                raise ValueError("give --num-processes and --process-id together")
+        if (args.num_processes is None) != (args.process_id is None):
+            raise ValueError("give --num-processes and --process-id together")
         return  # one process, or an uncoordinated job of independent shards
     import jax
 

@@ -57,9 +57,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from saliency_jax import metrics
-from saliency_jax.app import methods
 from saliency_jax._src import sharding
 from saliency_jax._src.metrics import aggregate
+from saliency_jax.app import methods
 
 RECORD_VERSION = 3
 METRIC_KEYS = ("deletion", "insertion", "pointing", "iou", "f1", "precision", "recall")
@@ -214,7 +214,7 @@ class _RecordWriter:
             if end != path.stat().st_size:
                 with open(path, "r+b") as f:
                     f.truncate(end)
-        self._file = open(path, "ab")
+        self._file = open(path, "ab")  # noqa: SIM115 - held for the run, closed by close()
 
     def write(self, records) -> None:
         self._file.write(b"".join(json.dumps(r).encode() + b"\n" for r in records))
