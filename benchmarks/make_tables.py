@@ -219,6 +219,29 @@ README = HERE.parent / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
+def scale_section(lines, name="scale", title="The main job at scale"):
+    d = _load(name)
+    if d is None:
+        return
+    lines += [f"## {title} (`bench_scale.py`)", "",
+              f"{d['what']}. Each row is a fresh process (simulated CPU devices via "
+              "`XLA_FLAGS=--xla_force_host_platform_device_count`); the 2-process row is a "
+              "`jax.distributed` job on localhost (gloo), images split `i % 2`, each process on "
+              "its own device, images/s of both over the wall time between two barriers.", "",
+              "| processes × devices | per-image loop, images/s | batched, images/s | "
+              "batched ÷ loop | max map difference |", "|---|---|---|---|---|"]
+    for r in d["rows"]:
+        loop, diff = r.get("loop_median"), r.get("max_abs_map_difference")
+        cells = [f"{r['processes']} × {r['devices']}", "" if loop is None else f"{loop:.3f}",
+                 f"{r['batched_median']:.3f}", "" if loop is None else f"{r['speedup']:.2f}",
+                 "" if diff is None else f"{diff:.1e}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Loop and batched are interleaved within a row; the rows ran one after another "
+              "while the load of the shared machine changed, so compare columns within a row "
+              "(and rows only within one results file).", "",
+              f"Measured on {_env(d)}. Command: `{d['command']}`.", ""]
+
+
 def readme_results():
     """Replaces the block between the README's results markers with the main-job tables."""
     text = README.read_text()
@@ -245,6 +268,9 @@ def main():
     classifiers_section(lines)
     evaluate_section(lines, "evaluate_shapes", "The main job on the synthetic benchmark")
     evaluate_section(lines, "evaluate_photos", "The main job on the bundled photos")
+    scale_section(lines)
+    scale_section(lines, "scale_processes", "The main job at scale, 1 vs 2 processes in one run")
+    scale_section(lines, "scale_tiny", "The main job at scale, a dispatch-bound model")
     for section in (rise_section, torch_section, metrics_section, iassa_section,
                     iassa_iterations_section, rexl_section, rlcam_section):
         section(lines)

@@ -8,9 +8,12 @@ for ``jax.distributed`` runs:
   passes the same values);
 * :func:`shard_batch`: a batch (images, environments) sharded along its leading axis over every
   device, from the whole batch or from each process's own rows;
-* :func:`gather`: any result, sharded or not, as numpy on every process.
+* :func:`gather`: any result, sharded or not, as numpy on every process;
+* :func:`use_devices`: a context in which the explainers split their items over the given
+  devices only (``with sj.sharding.use_devices(jax.local_devices()):`` for a process that works
+  alone on its share of a dataset); part of ``jax.jit``'s cache key.
 """
 
-from saliency_jax._src.sharding import gather, item_mesh, replicate, shard_batch
+from saliency_jax._src.sharding import gather, item_mesh, replicate, shard_batch, use_devices
 
-__all__ = ["gather", "item_mesh", "replicate", "shard_batch"]
+__all__ = ["gather", "item_mesh", "replicate", "shard_batch", "use_devices"]

@@ -30,9 +30,14 @@ def test_evaluate_end_to_end(tmp_path, checkpoint, capsys):
     assert results["summary"]["gradcam"]["queries"] == 1
     assert (out / "examples.png").exists() and (out / "curves.png").exists()
     # Same arguments again: everything is already done, nothing is recomputed.
-    before = (out / "records" / "00001.json").read_text()
+    before = (out / "records" / "process-00000.jsonl").read_text()
+    assert before.count("\n") == 2 * 3  # images x methods
     assert cli.main(argv) == 0
-    assert (out / "records" / "00001.json").read_text() == before
+    assert (out / "records" / "process-00000.jsonl").read_text() == before
+    # --merge writes the table again from the records alone.
+    (out / "table.md").unlink()
+    assert cli.main([*argv, "--merge"]) == 0
+    assert "| gradcam |" in (out / "table.md").read_text()
 
 
 def test_explain_dataset_items_and_image_files(tmp_path, checkpoint):
@@ -56,6 +61,8 @@ def test_explain_dataset_items_and_image_files(tmp_path, checkpoint):
     [(["evaluate", "nope", "--no-progress"], "unknown method"),
      (["evaluate", "--model", "resnet9000"], "unknown model"),
      (["evaluate", "--dataset", "nope"], "nope"),
+     (["evaluate", "--num-processes", "2"], "--num-processes and --process-id together"),
+     (["evaluate", "--coordinator", "127.0.0.1:1"], "--coordinator needs"),
      (["explain", "/no/such/image.png", "--model", "resnet_small"], "image.png"),
      (["explain"], "give image files"),
      (["convert-weights", "--model", "resnet50"], "give the state-dict file")],

@@ -46,8 +46,9 @@ def test_run_writes_table_figures_and_records(tmp_path, model_fn, dataset):
     assert set(summary) == {"rise", "occlusion", "random"}
     for name in ("results.json", "table.md", "examples.png", "curves.png", "run.json"):
         assert (tmp_path / name).stat().st_size > 0
-    assert len(list((tmp_path / "records").glob("*.json"))) == 3
-    assert len(list((tmp_path / "maps").glob("*.npy"))) == 9
+    records = ev.read_records(tmp_path)
+    assert set(records) == {(i, m) for i in range(3) for m in ("rise", "occlusion", "random")}
+    assert [p.name for p in (tmp_path / "records").iterdir()] == ["process-00000.jsonl"]
     table = (tmp_path / "table.md").read_text()
     assert "Deletion ↓" in table and "Pointing ↑" in table and "| rise |" in table
     rise = summary["rise"]
@@ -56,70 +57,147 @@ def test_run_writes_table_figures_and_records(tmp_path, model_fn, dataset):
         m = rise["metrics"][key]
         assert 0.0 <= m["mean"] <= 1.0 and m["n"] == 3
     assert "Precision" in table and "Recall" in table
-    # The record's segmentation numbers are those of the saved map, thresholded as documented.
-    record = json.loads((tmp_path / "records" / "00000.json").read_text())["methods"]["rise"]
-    saved = np.load(tmp_path / "maps" / "00000_rise.npy")
+    # The record's segmentation numbers are those of the stored map, thresholded as documented.
+    saved = ev.read_map(tmp_path, "rise", 0)
+    assert saved.shape == (SIZE, SIZE) and saved.dtype == np.float32
     expected = metrics.overlap(saved, dataset[0]["mask"], threshold=_config().iou_threshold,
                                mode="relative")
     for key in ("iou", "f1", "precision", "recall"):
-        assert record[key] == pytest.approx(float(getattr(expected, key)), abs=1e-6)
+        assert records[(0, "rise")][key] == pytest.approx(float(getattr(expected, key)), abs=1e-6)
     # Curves have the 224 * (48/224)^2 ≈ 10 px step: ceil(48*48 / 10) + 1 points.
     assert len(rise["mean_deletion_curve"]) == -(-SIZE * SIZE // _config().step) + 1
 
 
-def test_resume_skips_finished_images_and_gives_the_same_table(tmp_path, model_fn, dataset,
-                                                                 monkeypatch):
-    full = ev.run_evaluate(_config(), tmp_path / "full", model_fn=model_fn, dataset=dataset,
-                           progress=False)
-    calls = []
-    real = ev.evaluate_image
+def test_batched_equals_the_per_image_loop(tmp_path, model_fn, dataset):
+    # Batches of 2 over 3 images: the second batch is padded. Every map, curve and metric
+    # equals the one-image-at-a-time reference path with the same keys.
+    ev.run_evaluate(_config(batch_size=2), tmp_path, model_fn=model_fn, dataset=dataset,
+                    progress=False)
+    records = ev.read_records(tmp_path)
+    config = _config()
+    method_list = ev.methods.build_methods(
+        config.methods, ev.methods.ModelContext("tiny", {}, (SIZE, SIZE)),
+        num_masks=config.num_masks)
+    for i in range(3):
+        reference, maps = ev.evaluate_image(model_fn, dataset[i], method_list, config, i)
+        for name, expected in reference["methods"].items():
+            got = records[(i, name)]
+            np.testing.assert_allclose(ev.read_map(tmp_path, name, i), maps[name], atol=1e-5)
+            assert got["target"] == reference["target"] and got["queries"] == expected["queries"]
+            for key in ("deletion_curve", "insertion_curve"):
+                np.testing.assert_allclose(got[key], expected[key], atol=1e-5)
+            for key in ("deletion", "insertion", "iou", "f1", "precision", "recall"):
+                assert got[key] == pytest.approx(expected[key], abs=1e-5), (i, name, key)
+            assert got["pointing"] == expected["pointing"]
 
-    def dies_on_third(model_fn, example, method_list, config, index):
-        if index == 2:
-            raise KeyboardInterrupt  # the run is killed while image 2 is being computed
-        calls.append(index)
-        return real(model_fn, example, method_list, config, index)
 
-    monkeypatch.setattr(ev, "evaluate_image", dies_on_third)
+def _lines(out):
+    return (out / "records" / "process-00000.jsonl").read_text().splitlines()
+
+
+def test_resume_after_a_kill_and_a_torn_line(tmp_path, model_fn, dataset, monkeypatch):
+    two = dict(batch_size=2, methods=("rise", "random"))
+    full = ev.run_evaluate(_config(**two), tmp_path / "full", model_fn=model_fn,
+                           dataset=dataset, progress=False)
+    real = ev._RecordWriter.write
+    writes = []
+
+    def dies_on_second_batch(self, records):
+        if len(writes) == 2:  # the run is killed in the second batch, after 2 methods' records
+            raise KeyboardInterrupt
+        writes.append([(r["index"], r["method"]) for r in records])
+        return real(self, records)
+
+    monkeypatch.setattr(ev._RecordWriter, "write", dies_on_second_batch)
+    cut = tmp_path / "cut"
     with pytest.raises(KeyboardInterrupt):
-        ev.run_evaluate(_config(), tmp_path / "cut", model_fn=model_fn, dataset=dataset,
+        ev.run_evaluate(_config(**two), cut, model_fn=model_fn, dataset=dataset,
                         progress=False)
-    assert calls == [0, 1]
-    record0 = (tmp_path / "cut" / "records" / "00000.json").read_text()
-
-    calls.clear()
-    monkeypatch.setattr(ev, "evaluate_image",
-                        lambda *a: (calls.append(a[-1]), real(*a))[1])
-    resumed = ev.run_evaluate(_config(), tmp_path / "cut", model_fn=model_fn, dataset=dataset,
+    assert len(_lines(cut)) == 4 and not (cut / "results.json").exists()  # images 0, 1
+    with open(cut / "records" / "process-00000.jsonl", "a") as f:
+        f.write('{"v": 3, "index": 2, "method": "ri')  # a write torn by the kill
+    writes.clear()
+    monkeypatch.setattr(ev._RecordWriter, "write",
+                        lambda self, records: (writes.append(
+                            [(r["index"], r["method"]) for r in records]), real(self, records)))
+    resumed = ev.run_evaluate(_config(**two), cut, model_fn=model_fn, dataset=dataset,
                               progress=False)
-    assert calls == [2]  # only the unfinished image is computed
-    assert (tmp_path / "cut" / "records" / "00000.json").read_text() == record0
+    assert sorted(k for w in writes for k in w) == [(2, "random"), (2, "rise")]
+    lines = _lines(cut)
+    assert len(lines) == 6 and all(json.loads(line) for line in lines)  # torn line cut off
     assert _metric_values(resumed) == _metric_values(full)
 
 
+def test_more_methods_and_images_reuse_what_is_done(tmp_path, model_fn, dataset):
+    ev.run_evaluate(_config(methods=("random",), num_images=2), tmp_path,
+                    model_fn=model_fn, dataset=dataset, progress=False)
+    first = _lines(tmp_path)
+    assert len(first) == 2
+    summary = ev.run_evaluate(_config(methods=("rise", "random"), num_images=3),
+                              tmp_path, model_fn=model_fn, dataset=dataset, progress=False)
+    lines = _lines(tmp_path)
+    assert lines[:2] == first  # kept, not recomputed
+    added = sorted((json.loads(x)["index"], json.loads(x)["method"]) for x in lines[2:])
+    assert added == [(0, "rise"), (1, "rise"), (2, "random"), (2, "rise")]
+    assert all(s["num_images"] == 3 for s in summary.values())
+    # Fewer images again: the table is of the first num_images, from the records already there.
+    again = ev.run_evaluate(_config(methods=("rise",), num_images=2), tmp_path,
+                            model_fn=model_fn, dataset=dataset, progress=False)
+    assert _lines(tmp_path) == lines and again["rise"]["num_images"] == 2
+
+
 def test_other_arguments_in_the_same_directory_are_refused(tmp_path, model_fn, dataset):
-    ev.run_evaluate(_config(num_images=1), tmp_path, model_fn=model_fn, dataset=dataset,
-                    progress=False)
+    ev.run_evaluate(_config(num_images=1, methods=("random",)), tmp_path, model_fn=model_fn,
+                    dataset=dataset, progress=False)
     with pytest.raises(ValueError, match="different arguments.*num_masks"):
         ev.run_evaluate(_config(num_images=1, num_masks=64), tmp_path, model_fn=model_fn,
+                        dataset=dataset, progress=False)
+    with pytest.raises(ValueError, match="different arguments.*seed"):
+        ev.run_evaluate(_config(num_images=1, seed=1), tmp_path, model_fn=model_fn,
                         dataset=dataset, progress=False)
 
 
 def test_corrupt_record_is_reported_not_overwritten(tmp_path, model_fn, dataset):
-    ev.run_evaluate(_config(num_images=1), tmp_path, model_fn=model_fn, dataset=dataset,
-                    progress=False)
-    record = tmp_path / "records" / "00000.json"
-    record.write_text('{"version": 1, "index": 0, "meth')
-    with pytest.raises(ValueError, match="corrupt"):
-        ev.run_evaluate(_config(num_images=1), tmp_path, model_fn=model_fn, dataset=dataset,
-                        progress=False)
-    assert record.read_text() == '{"version": 1, "index": 0, "meth'
+    ev.run_evaluate(_config(num_images=1, methods=("random",)), tmp_path, model_fn=model_fn,
+                    dataset=dataset, progress=False)
+    path = tmp_path / "records" / "process-00000.jsonl"
+    text = '{"v": 3, "index": 0, "meth\n' + path.read_text()  # a complete but broken line
+    path.write_text(text)
+    with pytest.raises(ValueError, match="corrupt at line 1"):
+        ev.run_evaluate(_config(num_images=1, methods=("random",)), tmp_path,
+                        model_fn=model_fn, dataset=dataset, progress=False)
+    assert path.read_text() == text
+
+
+def test_merge_only_needs_every_record(tmp_path, model_fn, dataset):
+    config = _config(methods=("random",), num_images=3)
+    for p in (0, 1):  # two uncoordinated shards: the last one merges
+        summary = ev.run_evaluate(config, tmp_path, model_fn=model_fn, dataset=dataset,
+                                  progress=False, process_index=p, process_count=2)
+        assert (summary is None) == (p == 0)
+    assert sorted(r.name for r in (tmp_path / "records").iterdir()) == [
+        "process-00000.jsonl", "process-00001.jsonl"]
+    merged = ev.run_evaluate(config, tmp_path, model_fn=model_fn, dataset=dataset,
+                             progress=False, merge_only=True)
+    one = ev.run_evaluate(config, tmp_path / "one", model_fn=model_fn, dataset=dataset,
+                          progress=False)
+    assert merged["random"]["metrics"] == one["random"]["metrics"]
+    # Two of three shards done: not merged, and --merge says what is missing.
+    for p in (0, 1):
+        assert ev.run_evaluate(config, tmp_path / "part", model_fn=model_fn, dataset=dataset,
+                               progress=False, process_index=p, process_count=3) is None
+    with pytest.raises(ValueError, match="1 of 3 image x method records are missing"):
+        ev.run_evaluate(config, tmp_path / "part", model_fn=model_fn, dataset=dataset,
+                        progress=False, merge_only=True)
 
 
 def test_bad_arguments(tmp_path, model_fn, dataset):
     with pytest.raises(ValueError, match="num_images=5 exceeds"):
         ev.run_evaluate(_config(num_images=5), tmp_path, model_fn=model_fn, dataset=dataset,
                         progress=False)
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        ev.run_evaluate(_config(batch_size=0), tmp_path / "c", model_fn=model_fn,
+                        dataset=dataset, progress=False)
     with pytest.raises(ValueError, match="unknown method"):
         ev.run_evaluate(_config(methods=("rise", "nope")), tmp_path / "b", model_fn=model_fn,
                         dataset=dataset, progress=False)

@@ -119,8 +119,27 @@ def sharded_chunk_sum(
     )(operands, chunk_ids)
 
 
+_DEFAULT_DEVICES = jax.make_user_context(default_value=None)
+
+
+def use_devices(devices: Sequence[jax.Device]):
+    """Context manager: the devices that ``devices=None`` means inside the block.
+
+    By default the item axis is split over all of ``jax.devices()`` (every process's devices
+    under ``jax.distributed``). A process that works alone on its own images (a shard of a
+    dataset-wide evaluation) scopes every explainer and metric to its own devices with
+    ``with use_devices(jax.local_devices()): ...``. The choice is part of ``jax.jit``'s cache
+    key (``jax.make_user_context``): a function traced inside the block is traced again
+    outside it.
+    """
+    devices = tuple(devices)
+    if not devices or not all(isinstance(d, jax.Device) for d in devices):
+        raise ValueError(f"devices must be a non-empty sequence of jax.Device, got {devices!r}")
+    return _DEFAULT_DEVICES(devices)
+
+
 def _devices(devices) -> list:
-    return list(jax.devices() if devices is None else devices)
+    return list((_DEFAULT_DEVICES.value or jax.devices()) if devices is None else devices)
 
 
 def item_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:

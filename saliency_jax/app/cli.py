@@ -16,7 +16,33 @@ import pathlib
 import sys
 
 
+def _init_distributed(args) -> None:
+    """``jax.distributed.initialize`` from the launch options (before any JAX computation)."""
+    explicit = (args.coordinator, args.num_processes, args.process_id)
+    if args.coordinator is None and args.distributed is False:
+        if (args.num_processes is None) != (args.process_id is None):
+            raise ValueError("give --num-processes and --process-id together")
+        return  # one process, or an uncoordinated job of independent shards
+    import jax
+
+    if args.coordinator is not None and None in explicit:
+        raise ValueError("--coordinator needs --num-processes and --process-id")
+    if args.distributed and args.coordinator is not None:
+        raise ValueError("give --distributed (auto-detected cluster) or --coordinator, not both")
+    # CPU processes need a collectives implementation for the final barrier; no effect elsewhere.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    options = {}
+    if args.heartbeat_timeout is not None:
+        options["heartbeat_timeout_seconds"] = args.heartbeat_timeout
+    if args.coordinator is not None:
+        jax.distributed.initialize(args.coordinator, num_processes=args.num_processes,
+                                   process_id=args.process_id, **options)
+    else:  # TPU pods, SLURM, Open MPI: jax finds the coordinator and the process ids
+        jax.distributed.initialize(**options)
+
+
 def _evaluate(args) -> int:
+    _init_distributed(args)
     from saliency_jax import data
     from saliency_jax.app import classifiers
     from saliency_jax.app.evaluate import EvaluateConfig, run_evaluate
@@ -30,7 +56,7 @@ def _evaluate(args) -> int:
         methods=tuple(args.methods) or DEFAULT_METHODS, num_images=args.num_images,
         num_masks=args.num_masks,
         image_size=args.image_size or (112 if synthetic else 224), seed=args.seed,
-        target=args.target, data_dir=args.data_dir,
+        target=args.target, data_dir=args.data_dir, batch_size=args.batch_size,
     )
     out = pathlib.Path(args.out or f"runs/evaluate-{config.dataset.replace('/', '_')}-{config.model}")
     from saliency_jax.app import methods
@@ -39,8 +65,16 @@ def _evaluate(args) -> int:
     dataset = data.load(config.dataset, split=config.split, data_dir=config.data_dir,
                         image_size=config.image_size)
     context = methods.model_context(config.model, variables, (config.image_size,) * 2)
-    summary = run_evaluate(config, out, model_fn=model_fn, dataset=dataset, context=context,
-                           progress=not args.no_progress, skip_unavailable=not args.methods)
+    uncoordinated = args.coordinator is None and not args.distributed
+    summary = run_evaluate(
+        config, out, model_fn=model_fn, dataset=dataset, context=context,
+        progress=not args.no_progress, skip_unavailable=not args.methods,
+        process_index=args.process_id if uncoordinated else None,
+        process_count=args.num_processes if uncoordinated else None,
+        merge_only=args.merge)
+    if summary is None:
+        print(f"shard done: records in {out}/records")
+        return 0
     from saliency_jax.app.evaluate import markdown_table
     print(markdown_table(summary))
     print(f"\nresults: {out}/results.json, {out}/table.md, {out}/examples.png, {out}/curves.png")
@@ -188,7 +222,27 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--data-dir", default=None)
     ev.add_argument("--out", default=None)
+    ev.add_argument("--batch-size", type=int, default=8,
+                    help="images per compiled call (does not change results)")
     ev.add_argument("--no-progress", action="store_true")
+    ev.add_argument("--merge", action="store_true",
+                    help="compute nothing: write the table from the records in --out")
+    several = ev.add_argument_group(
+        "several processes", "each process evaluates the images i with i %% N == its id on its "
+        "own devices; all write into the same --out (a shared file system)")
+    several.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                         help="jax.distributed coordinator (process 0's address); with "
+                         "--num-processes and --process-id")
+    several.add_argument("--num-processes", type=int, default=None, metavar="N",
+                         help="without --coordinator: an uncoordinated job of independent "
+                         "shards (e.g. a SLURM array); the last to finish merges")
+    several.add_argument("--process-id", type=int, default=None, metavar="I")
+    several.add_argument("--distributed", action="store_true",
+                         help="jax.distributed.initialize() with auto-detected settings "
+                         "(TPU pods, SLURM, Open MPI)")
+    several.add_argument("--heartbeat-timeout", type=int, default=None, metavar="S",
+                         help="seconds before jax.distributed takes the job down after a "
+                         "process died (jax's default: 100)")
     ev.set_defaults(func=_evaluate)
 
     ex = sub.add_parser("explain", help="saliency maps for image files or dataset items")

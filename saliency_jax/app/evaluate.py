@@ -1,17 +1,54 @@
-"""The main job: methods x metrics over the images of a dataset, resumable.
+"""The main job: methods x metrics over the images of a dataset, batched, sharded, resumable.
 
-Each image's results are written to ``records/NNNNN.json`` (atomically: temp file + rename) as
-soon as it is done, with its maps in ``maps/``. A killed run restarted with the same arguments
-skips finished images and ends with the same table; arguments that differ from the
-``run.json`` of the output directory, or a record that does not parse, stop the run with an
-error instead of overwriting anything.
+:func:`run_evaluate` is the engine of ``saliency-jax evaluate``.
+
+**Batched.** Images go through in batches of ``config.batch_size``: per method one jitted
+``vmap`` over the batch of the explainer (each explainer's own mask/step axis inside, split over
+the process's devices), then one jitted ``vmap`` of the metrics (deletion and insertion curves,
+pointing game, IoU/F1/precision/recall), and one host transfer per batch. The last batch is
+padded to the same shape (the padding rows are dropped), so each method compiles once. Image
+``i``'s key is ``method_key(seed, i, method)``: results do not depend on the batch size or the
+number of processes (up to float rounding). A method whose explainer cannot be traced under
+``vmap`` (LIME's host-side quickshift superpixels) explains image by image inside the batch;
+its metrics are still batched. Examples are read by a background thread, a batch ahead, so
+decoding overlaps compute.
+
+**Sharded.** ``process_count`` processes split the images: process ``p`` takes the images
+``i`` with ``i % process_count == p`` (stable when ``num_images`` grows, balanced), runs them on
+its *local* devices (:func:`saliency_jax.sharding.use_devices`) and never talks to the
+other processes while it runs: a killed process loses only its own unfinished batch.
+
+**Store** (``out_dir``):
+
+* ``run.json``: the arguments that change results (dataset, split, model, checkpoint, image
+  size, seed, number of masks, target rule, IoU threshold). Another run with different ones
+  is refused; the methods, the number of images, the batch size and the process count may
+  change freely.
+* ``maps/<method>/``: a zarr array (tensorstore) ``float32[len(dataset), h, w]``, chunk = one
+  map, compressed; every process writes its own chunks concurrently. Unwritten maps read NaN.
+  float32 keeps the maps exact; at ImageNet scale (224², 50 000 images) that is ~10 GB per
+  method before compression.
+* ``records/process-<p>.jsonl``: one line per image x method (AUCs, both curves, localisation
+  metrics, seconds, queries), appended and fsync'd by process ``p`` after its maps are
+  written. A record is the unit of resumption: a restart with the same arguments skips every
+  (image, method) with a record (in any process's file), so adding a method or raising
+  ``num_images`` reuses what is done. A torn last line (a kill mid-write) is ignored, and cut
+  off the process's own file before it appends again; a corrupt line elsewhere stops the run.
+* ``results.json``, ``table.md``, ``examples.png``, ``curves.png``: the merged table of the
+  first ``num_images`` images (:func:`merge`), written when every record is there: by the only
+  process, by process 0 after a barrier under ``jax.distributed``, or by whichever process of
+  an uncoordinated job finishes last; ``saliency-jax evaluate --merge`` writes it on its own.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import os
 import pathlib
+import queue
+import threading
 import time
 import zlib
 
@@ -19,12 +56,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from saliency_jax import metrics
+from saliency_jax import metrics, sharding
 from saliency_jax._src.metrics import aggregate
 from saliency_jax.app import methods
 
-RECORD_VERSION = 2
+RECORD_VERSION = 3
 METRIC_KEYS = ("deletion", "insertion", "pointing", "iou", "f1", "precision", "recall")
+LOCALISATION_KEYS = ("pointing", "iou", "f1", "precision", "recall")
+RESULT_FIELDS = ("dataset", "split", "model", "checkpoint", "num_masks", "image_size", "seed",
+                 "target", "data_dir", "iou_threshold")
+"""The :class:`EvaluateConfig` fields that change results: an output directory is bound to them."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +86,8 @@ class EvaluateConfig:
     data_dir: str | None = None
     iou_threshold: float = 0.3
     """Min-max relative threshold of the IASSA code for IoU/F1."""
+    batch_size: int = 8
+    """Images per compiled call (does not change results)."""
 
     @property
     def scale(self) -> float:
@@ -66,9 +109,20 @@ def _canonical(config: EvaluateConfig) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
+def _check_config(config: EvaluateConfig) -> None:
+    for name in ("num_images", "batch_size", "image_size"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if config.target not in ("auto", "label", "top1"):
+        raise ValueError(f"target must be 'auto', 'label' or 'top1', got {config.target!r}")
+
+
 def _check_run_dir(out: pathlib.Path, config: EvaluateConfig) -> None:
+    """Bind ``out`` to the result-changing arguments, or refuse a mismatch (any process)."""
     run_file = out / "run.json"
-    wanted = {"version": RECORD_VERSION, "config": _canonical(config)}
+    full = _canonical(config)
+    wanted = {"version": RECORD_VERSION, "config": {k: full[k] for k in RESULT_FIELDS}}
     if run_file.exists():
         try:
             found = json.loads(run_file.read_text())
@@ -76,6 +130,11 @@ def _check_run_dir(out: pathlib.Path, config: EvaluateConfig) -> None:
             raise ValueError(
                 f"{run_file} is corrupt ({err}); move it or the output directory away"
             ) from None
+        if found.get("version") != RECORD_VERSION:
+            raise ValueError(
+                f"{out} holds results of another record version ({found.get('version')}, this "
+                f"is {RECORD_VERSION}); use another --out directory"
+            )
         if found != wanted:
             diff = {
                 k: (found.get("config", {}).get(k), v)
@@ -92,19 +151,101 @@ def _check_run_dir(out: pathlib.Path, config: EvaluateConfig) -> None:
 
 
 def _write_json(path: pathlib.Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # several processes may write
     tmp.write_text(json.dumps(obj))
     tmp.replace(path)
 
 
-def _read_record(path: pathlib.Path, method_names) -> dict:
-    try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"results file {path} is corrupt ({err}); move it away to recompute") from None
-    if record.get("version") != RECORD_VERSION or set(record.get("methods", {})) != set(method_names):
-        raise ValueError(f"results file {path} does not match this run; move it away to recompute")
-    return record
+# ----------------------------------------------------------------------------------------------
+# Records: one JSON line per image x method, one append-only file per process.
+
+
+def _records_dir(out: pathlib.Path) -> pathlib.Path:
+    return out / "records"
+
+
+def _record_file(out: pathlib.Path, process_index: int) -> pathlib.Path:
+    return _records_dir(out) / f"process-{process_index:05d}.jsonl"
+
+
+def _parse_lines(path: pathlib.Path) -> tuple[list[dict], int]:
+    """The complete records of ``path`` and the byte length they span; a torn last line (no
+    newline: a kill mid-write) is left out, a bad complete line raises ValueError."""
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    records = []
+    for number, line in enumerate(data[:end].splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"results file {path} is corrupt at line {number} ({err}); move it away to "
+                "recompute its records"
+            ) from None
+        if not isinstance(record, dict) or record.get("v") != RECORD_VERSION or not {
+                "index", "method"} <= set(record):
+            raise ValueError(f"results file {path} line {number} does not match this run "
+                             f"(record version {RECORD_VERSION}); move it away to recompute")
+        records.append(record)
+    return records, end
+
+
+def read_records(out_dir) -> dict[tuple[int, str], dict]:
+    """Every complete record under ``out_dir/records``, keyed by ``(image index, method)`` (the
+    first one where a pair appears twice: they hold the same results)."""
+    found = {}
+    directory = _records_dir(pathlib.Path(out_dir))
+    for path in sorted(directory.glob("process-*.jsonl")) if directory.exists() else ():
+        for record in _parse_lines(path)[0]:
+            found.setdefault((int(record["index"]), record["method"]), record)
+    return found
+
+
+class _RecordWriter:
+    """Appends records to this process's file, fsync'd per batch; cuts a torn tail first."""
+
+    def __init__(self, path: pathlib.Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            _, end = _parse_lines(path)
+            if end != path.stat().st_size:
+                with open(path, "r+b") as f:
+                    f.truncate(end)
+        self._file = open(path, "ab")  # noqa: SIM115 - held for the run, closed by close()
+
+    def write(self, records) -> None:
+        self._file.write(b"".join(json.dumps(r).encode() + b"\n" for r in records))
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# Maps: one zarr array per method (tensorstore), chunk = one map.
+
+
+def open_maps(out_dir, name: str, *, num_rows: int | None = None, hw=None):
+    """The tensorstore array of ``name``'s maps under ``out_dir/maps`` (created when
+    ``num_rows`` and ``hw`` are given and it does not exist yet)."""
+    import tensorstore as ts
+
+    spec = {"driver": "zarr", "kvstore": {"driver": "file",
+                                          "path": str(pathlib.Path(out_dir) / "maps" / name)}}
+    if num_rows is None:
+        return ts.open(spec, open=True).result()
+    h, w = hw
+    spec["metadata"] = {"shape": [num_rows, h, w], "chunks": [1, h, w], "dtype": "<f4",
+                        "fill_value": "NaN"}
+    return ts.open(spec, open=True, create=True).result()
+
+
+def read_map(out_dir, name: str, index: int) -> np.ndarray:
+    """Map ``index`` of method ``name`` (NaN where it was never written)."""
+    return np.asarray(open_maps(out_dir, name)[index].read().result())
 
 
 def method_key(seed: int, index: int, name: str):
@@ -113,7 +254,9 @@ def method_key(seed: int, index: int, name: str):
 
 
 def evaluate_image(model_fn, example, method_list, config: EvaluateConfig, index: int):
-    """All methods and metrics on one example; returns ``(record, maps)``."""
+    """All methods and metrics on one example, image by image and method by method (the loop
+    of earlier versions, kept as the reference the batched engine is checked and benchmarked
+    against); returns ``(record, maps)`` with ``record["methods"][name]`` as a stored record."""
     image = jnp.asarray(example["image"], jnp.float32) / 255.0
     label = int(example.get("label", -1))
     if config.target == "label" and label < 0:
@@ -158,11 +301,224 @@ def evaluate_image(model_fn, example, method_list, config: EvaluateConfig, index
     return record, maps
 
 
-def summarize(records, method_list) -> dict:
-    """Per-method mean and std of every metric, median seconds per image and queries."""
+
+
+# ----------------------------------------------------------------------------------------------
+# The batched engine.
+
+
+def shard_indices(num_images: int, process_index: int, process_count: int) -> range:
+    """The image indices process ``process_index`` of ``process_count`` evaluates:
+    ``i % process_count == process_index`` (stable as ``num_images`` grows, balanced)."""
+    if process_count < 1 or not 0 <= process_index < process_count:
+        raise ValueError(f"process_index must be in [0, process_count), got {process_index} of "
+                         f"{process_count}")
+    return range(process_index, num_images, process_count)
+
+
+def _example_arrays(example, hw, index):
+    image = np.asarray(example["image"])
+    if image.shape != (*hw, 3) or image.dtype != np.uint8:
+        raise ValueError(f"example {index}: image must be uint8{[*hw, 3]}, got {image.dtype}"
+                         f"{list(image.shape)}")
+    mask = example.get("mask")
+    has_mask = mask is not None and bool(np.any(mask))
+    gt = np.asarray(mask, bool) if has_mask else np.zeros(hw, bool)
+    return image, int(example.get("label", -1)), gt, has_mask
+
+
+def _stack(dataset, batch, batch_size, hw):
+    rows = [_example_arrays(dataset[i], hw, i) for i in batch]
+    pad = batch_size - len(rows)
+    rows += [rows[-1]] * pad  # padding rows: computed, never written
+    images, labels, gts, has = (np.stack(column) for column in zip(*rows, strict=True))
+    indices = np.asarray([*batch, *[batch[-1]] * pad], np.int32)
+    return {"indices": indices, "images": images, "labels": labels.astype(np.int32),
+            "gt": gts, "has_mask": has, "valid": np.arange(batch_size) < len(batch)}
+
+
+def _prefetch(dataset, batches, batch_size, hw, depth: int = 2):
+    """Yield the stacked batches, read by a background thread ``depth`` batches ahead."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def work():
+        try:
+            for batch in batches:
+                if stop.is_set():
+                    return
+                q.put(_stack(dataset, batch, batch_size, hw))
+            q.put(done)
+        except BaseException as err:  # noqa: BLE001 - re-raised in the consumer
+            q.put(err)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
+
+
+def _as_partial(model_fn):
+    return model_fn if isinstance(model_fn, jax.tree_util.Partial) else jax.tree_util.Partial(
+        model_fn)
+
+
+def _keys(seed: int, indices, name: str):
+    salt = zlib.crc32(name.encode()) & 0x7FFFFFFF
+    root = jax.random.key(seed)
+    return jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(root, i), salt))(indices)
+
+
+class _BatchedMethod:
+    """One method as ``jit(vmap(explain))`` over a batch of images; image by image (eagerly)
+    if the explainer cannot be traced under ``vmap``."""
+
+    def __init__(self, method, seed: int):
+        self.method = method
+        self.seed = seed
+        self.vmapped = True
+
+        def one(model_fn, key, image, target):
+            if method.explain_counted is None:
+                saliency = method.explain(key, model_fn, image, target)
+                queries = jnp.int32(method.queries)
+            else:
+                saliency, queries = method.explain_counted(key, model_fn, image, target)
+            return jnp.asarray(saliency, jnp.float32), jnp.asarray(queries, jnp.int32)
+
+        def batched(model_fn, indices, images, targets):
+            keys = _keys(seed, indices, method.name)
+            images = images.astype(jnp.float32) / 255.0
+            return jax.vmap(one, in_axes=(None, 0, 0, 0))(model_fn, keys, images, targets)
+
+        self._one = one
+        self._batched = jax.jit(batched)
+
+    def __call__(self, model_fn, indices, images, targets):
+        if self.vmapped:
+            try:
+                return self._batched(model_fn, indices, images, targets)
+            except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError,
+                    jax.errors.TracerBoolConversionError,
+                    jax.errors.TracerIntegerConversionError, ValueError):
+                # Not traceable (LIME's quickshift runs in numpy on the image): image by image,
+                # where a genuine error in the arguments is raised again.
+                self.vmapped = False
+        maps, queries = [], []
+        for index, image, target in zip(indices, images, targets, strict=True):
+            key = method_key(self.seed, int(index), self.method.name)
+            saliency, count = self._one(model_fn, key, jnp.asarray(image, jnp.float32) / 255.0,
+                                        jnp.asarray(target, jnp.int32))
+            maps.append(saliency)
+            queries.append(count)
+        return jnp.stack(maps), jnp.stack(queries)
+
+
+def _metrics_fn(config: EvaluateConfig):
+    return _metrics_jit(config.step, config.tolerance, config.iou_threshold)
+
+
+@functools.lru_cache(maxsize=8)
+def _metrics_jit(step: int, tolerance: float, iou_threshold: float):
+    def one(model_fn, image, saliency, target, gt):
+        dele = metrics.deletion(model_fn, image, saliency, target, step=step)
+        ins = metrics.insertion(model_fn, image, saliency, target, step=step)
+        overlap = metrics.overlap(saliency, gt, threshold=iou_threshold, mode="relative")
+        return {"deletion": dele.auc, "insertion": ins.auc, "deletion_curve": dele.scores,
+                "insertion_curve": ins.scores,
+                "pointing": metrics.pointing_game(saliency, gt, tolerance=tolerance),
+                "iou": overlap.iou, "f1": overlap.f1, "precision": overlap.precision,
+                "recall": overlap.recall}
+
+    def batched(model_fn, images, maps, targets, gts):
+        images = images.astype(jnp.float32) / 255.0
+        return jax.vmap(one, in_axes=(None, 0, 0, 0, 0))(model_fn, images, maps, targets, gts)
+
+    return jax.jit(batched)
+
+
+@jax.jit
+def _top1(model_fn, images):
+    return jnp.argmax(model_fn(images.astype(jnp.float32) / 255.0), axis=-1).astype(jnp.int32)
+
+
+def _targets(model_fn, batch, rule: str) -> np.ndarray:
+    labels = batch["labels"]
+    if rule == "label" or (rule == "auto" and np.all(labels >= 0)):
+        missing = np.flatnonzero(batch["valid"] & (labels < 0))
+        if missing.size:
+            raise ValueError(f"example {int(batch['indices'][missing[0]])} has no label; use "
+                             "target 'top1' or 'auto'")
+        return labels
+    top1 = np.asarray(_top1(model_fn, batch["images"]))
+    return top1 if rule == "top1" else np.where(labels >= 0, labels, top1).astype(np.int32)
+
+
+def _record(index, name, target, seconds, queries, values, row, has_mask) -> dict:
+    record = {"v": RECORD_VERSION, "index": int(index), "method": name, "target": int(target),
+              "seconds": seconds, "queries": int(queries),
+              "deletion": float(values["deletion"][row]),
+              "insertion": float(values["insertion"][row]),
+              "deletion_curve": values["deletion_curve"][row].tolist(),
+              "insertion_curve": values["insertion_curve"][row].tolist()}
+    if has_mask:
+        record["pointing"] = bool(values["pointing"][row])
+        for key in ("iou", "f1", "precision", "recall"):
+            record[key] = float(values[key][row])
+    return record
+
+
+def _evaluate_shard(out, config, method_list, model_fn, dataset, todo, done, writer, bar,
+                    runners=None):
+    hw = (config.image_size, config.image_size)
+    stores = {m.name: open_maps(out, m.name, num_rows=len(dataset), hw=hw) for m in method_list}
+    runners = runners or {m.name: _BatchedMethod(m, config.seed) for m in method_list}
+    metrics_fn = _metrics_fn(config)
+    batches = [todo[i:i + config.batch_size] for i in range(0, len(todo), config.batch_size)]
+    for batch in _prefetch(dataset, batches, config.batch_size, hw):
+        targets = _targets(model_fn, batch, config.target)
+        valid_rows = np.flatnonzero(batch["valid"])
+        for method in method_list:
+            rows = [r for r in valid_rows if (int(batch["indices"][r]), method.name) not in done]
+            if not rows:
+                continue
+            t0 = time.perf_counter()
+            maps, queries = jax.block_until_ready(
+                runners[method.name](model_fn, batch["indices"], batch["images"], targets))
+            seconds = (time.perf_counter() - t0) / len(valid_rows)
+            values = jax.device_get(metrics_fn(model_fn, batch["images"], maps, targets,
+                                               batch["gt"]))
+            maps, queries = np.asarray(maps), np.asarray(queries)
+            store = stores[method.name]
+            writes = [store[int(batch["indices"][r])].write(maps[r]) for r in rows]
+            for w in writes:
+                w.result()  # the maps are stored before their records say so
+            writer.write([_record(batch["indices"][r], method.name, targets[r], seconds,
+                                  queries[r], values, r, batch["has_mask"][r]) for r in rows])
+        if bar is not None:
+            bar.update(len(valid_rows))
+
+
+def summarize(entries: dict, method_list) -> dict:
+    """Per-method mean and std of every metric, median seconds per image and queries, from
+    ``entries[method name]``: the method's records in image order."""
     summary = {}
     for method in method_list:
-        rows = [r["methods"][method.name] for r in records]
+        rows = entries[method.name]
         table = {k: [row[k] for row in rows] for k in METRIC_KEYS
                  if all(k in row for row in rows)}
         stats = aggregate.mean_std(table)
@@ -200,8 +556,51 @@ def markdown_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+
+
+def _atomic_figure(path: pathlib.Path, draw, *args) -> None:
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}{path.suffix}")
+    draw(tmp, *args)
+    tmp.replace(path)
+
+
+def merge(config: EvaluateConfig, out_dir, *, method_list, dataset) -> dict:
+    """The table of the first ``config.num_images`` images from the records under ``out_dir``:
+    writes ``results.json``, ``table.md``, ``examples.png`` and ``curves.png``; returns the
+    summary. ValueError if a record is missing (run the evaluation to compute it)."""
+    from saliency_jax.app import plots
+
+    out = pathlib.Path(out_dir)
+    records = read_records(out)
+    names = [m.name for m in method_list]
+    missing = [(i, n) for n in names for i in range(config.num_images) if (i, n) not in records]
+    if missing:
+        raise ValueError(
+            f"{out}: {len(missing)} of {config.num_images * len(names)} image x method records "
+            f"are missing (first: image {missing[0][0]}, {missing[0][1]}); run the same evaluate "
+            "command (every process) to compute them"
+        )
+    entries = {n: [records[(i, n)] for i in range(config.num_images)] for n in names}
+    summary = summarize(entries, method_list)
+    table = markdown_table(summary)
+    _write_json(out / "results.json", {"config": _canonical(config), "summary": summary,
+                                       "device": jax.devices()[0].device_kind,
+                                       "jax": jax.__version__})
+    tmp = out / f".table.md.{os.getpid()}.tmp"
+    tmp.write_text(table + "\n")
+    tmp.replace(out / "table.md")
+    shown = range(min(6, config.num_images))
+    examples = [dataset[i] for i in shown]
+    maps = {i: {n: read_map(out, n, i) for n in names} for i in shown}
+    _atomic_figure(out / "examples.png", plots.example_grid, examples, maps, names)
+    _atomic_figure(out / "curves.png", plots.curves, summary)
+    return summary
+
+
 def run_evaluate(config: EvaluateConfig, out_dir, *, model_fn, dataset, context=None,
-                 progress: bool = True, skip_unavailable: bool | None = None):
+                 progress: bool = True, skip_unavailable: bool | None = None,
+                 process_index: int | None = None, process_count: int | None = None,
+                 coordinated: bool | None = None, merge_only: bool = False):
     """Evaluate ``config.methods`` on the first ``config.num_images`` items of ``dataset``.
 
     ``dataset[i]`` must give DESIGN's example dict (``image`` uint8, ``label``, optional
@@ -209,16 +608,27 @@ def run_evaluate(config: EvaluateConfig, out_dir, *, model_fn, dataset, context=
     more than the black box (Grad-CAM, IASSA, the RL agents). ``skip_unavailable`` (default:
     when ``config.methods`` is the default set) leaves out, with a printed note, the methods
     unavailable for the model (e.g. RExL without an agent for this classifier) instead of
-    raising. Writes records, maps,
-    ``results.json``, ``table.md``, ``examples.png`` and ``curves.png`` under ``out_dir``;
-    returns the summary dict.
-    """
-    from saliency_jax.app import plots
+    raising.
 
+    This process evaluates its shard (:func:`shard_indices`) of the images that lack a record
+    (module docstring), on its local devices. ``process_index`` / ``process_count`` default to
+    ``jax.process_index()`` / ``jax.process_count()``; ``coordinated`` (default: when
+    ``jax.distributed`` spans several processes) means the processes can meet at a barrier at
+    the end, after which process 0 merges; an uncoordinated job's last process to finish
+    merges. ``merge_only`` computes nothing and only merges.
+
+    Returns the summary dict where this process wrote the table, else ``None``.
+    """
+    _check_config(config)
     if config.num_images > len(dataset):
         raise ValueError(
             f"num_images={config.num_images} exceeds the {len(dataset)} images of {config.dataset}"
         )
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+    shard = shard_indices(config.num_images, process_index, process_count)
+    if coordinated is None:
+        coordinated = jax.process_count() > 1
     if context is None:
         context = methods.ModelContext(config.model, {}, (config.image_size, config.image_size))
     if skip_unavailable is None:
@@ -228,39 +638,39 @@ def run_evaluate(config: EvaluateConfig, out_dir, *, model_fn, dataset, context=
                                         on_unavailable=note if skip_unavailable else None)
     out = pathlib.Path(out_dir)
     _check_run_dir(out, config)
-    (out / "records").mkdir(exist_ok=True)
-    (out / "maps").mkdir(exist_ok=True)
-    names = [m.name for m in method_list]
+    if merge_only:
+        return merge(config, out, method_list=method_list, dataset=dataset)
 
-    records = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=config.num_images, desc="evaluate", unit="image")
-    for i in range(config.num_images):
-        path = out / "records" / f"{i:05d}.json"
-        if path.exists():
-            records.append(_read_record(path, names))
-        else:
-            record, maps = evaluate_image(model_fn, dataset[i], method_list, config, i)
-            for name, sal in maps.items():
-                np.save(out / "maps" / f"{i:05d}_{name}.npy", sal)
-            _write_json(path, record)
-            records.append(record)
+    writer = _RecordWriter(_record_file(out, process_index))  # cuts a torn tail of our file
+    try:
+        done = set(read_records(out))
+        names = [m.name for m in method_list]
+        todo = [i for i in shard if any((i, n) not in done for n in names)]
+        bar = None
+        if progress and todo:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=len(todo), desc=f"evaluate [{process_index}/{process_count}]",
+                       unit="image")
+        model_fn = _as_partial(model_fn)
+        with sharding.use_devices(jax.local_devices()):
+            _evaluate_shard(out, config, method_list, model_fn, dataset, todo, done, writer,
+                            bar)
         if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+            bar.close()
+    finally:
+        writer.close()
 
-    summary = summarize(records, method_list)
-    table = markdown_table(summary)
-    _write_json(out / "results.json", {"config": _canonical(config), "summary": summary,
-                                       "device": jax.devices()[0].device_kind,
-                                       "jax": jax.__version__})
-    (out / "table.md").write_text(table + "\n")
-    examples = [dataset[i] for i in range(min(6, config.num_images))]
-    maps = {i: {n: np.load(out / "maps" / f"{i:05d}_{n}.npy") for n in names}
-            for i in range(len(examples))}
-    plots.example_grid(out / "examples.png", examples, maps, names)
-    plots.curves(out / "curves.png", summary)
-    return summary
+    if process_count > 1 and coordinated:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("saliency_jax.evaluate: every shard done")
+        if process_index != 0:
+            return None
+    elif process_count > 1:  # uncoordinated: whoever finds every record there merges
+        records = read_records(out)
+        if any((i, m.name) not in records for i in range(config.num_images)
+               for m in method_list):
+            print(f"process {process_index}: shard done; the table is merged by the last "
+                  "process to finish (or: saliency-jax evaluate --merge)")
+            return None
+    return merge(config, out, method_list=method_list, dataset=dataset)
