@@ -71,6 +71,30 @@ def _batched_pass(ev, config, model_fn, method_list, dataset, indices, runners, 
     return seconds
 
 
+def _queries_per_image(config, method_list) -> int:
+    """Forward passes the main job makes per image: each method's queries, plus the
+    deletion and insertion curves of every map (``n_steps + 1`` images each) and one pass for
+    the target when it is the top-1 class (counted, as the label needs none here)."""
+    h = w = config.image_size
+    steps = -(-h * w // config.step) + 1
+    return sum(m.queries for m in method_list) + len(method_list) * 2 * steps
+
+
+def _forward_images_per_s(model_fn, size, *, batch=32, batches=8) -> float:
+    """Bare forward throughput of ``model_fn`` on ``batch``-image batches (the metrics' and
+    RISE's batch sizes), compiled once: the compute bound of everything above."""
+    import jax
+    import jax.numpy as jnp
+
+    fn = jax.jit(lambda m, x: m(x))
+    x = jax.random.uniform(jax.random.key(0), (batch, size, size, 3))
+    fn(model_fn, x).block_until_ready()
+    t0 = time.perf_counter()
+    for i in range(batches):
+        fn(model_fn, x + jnp.float32(i) * 1e-6).block_until_ready()
+    return batch * batches / (time.perf_counter() - t0)
+
+
 def worker(args) -> dict:
     """One configuration in this process: interleaved loop vs batched (or, with --port, one
     process of the distributed batched run)."""
@@ -107,8 +131,9 @@ def worker(args) -> dict:
     _batched_pass(ev, config, model_fn, method_list, dataset, warm, runners, tmp / "w")
     for i in warm[:1]:
         ev.evaluate_image(model_fn, dataset[i], method_list, config, i)
-    loop, batched = [], []
+    loop, batched, forward = [], [], []
     for r in range(args.repeats):  # interleaved
+        forward.append(_forward_images_per_s(model_fn, config.image_size))
         t0 = time.perf_counter()
         maps = {i: ev.evaluate_image(model_fn, dataset[i], method_list, config, i)[1]
                 for i in timed}
@@ -118,8 +143,11 @@ def worker(args) -> dict:
                                                     timed, runners, out))
     diff = max(float(np.max(np.abs(ev.read_map(out, n, i) - maps[i][n])))
                for i in timed for n in maps[i])
+    queries = _queries_per_image(config, method_list)
     result.update(loop_images_per_s=loop, batched_images_per_s=batched,
-                  max_abs_map_difference=diff)
+                  max_abs_map_difference=diff, forward_images_per_s=forward,
+                  queries_per_image=queries,
+                  bound_images_per_s=[f / queries for f in forward])
     return result
 
 
@@ -192,17 +220,21 @@ def main(argv=None):
         rows.append(r)
         print(json.dumps(r), flush=True)
     for r in rows:
-        for k in ("loop_images_per_s", "batched_images_per_s"):
+        for k in ("loop_images_per_s", "batched_images_per_s", "bound_images_per_s"):
             if k in r:
                 r[k.replace("images_per_s", "median")] = float(np.median(r[k]))
         if "loop_median" in r:
             r["speedup"] = r["batched_median"] / r["loop_median"]
+        if "bound_median" in r:
+            r["loop_of_bound"] = r["loop_median"] / r["bound_median"]
+            r["batched_of_bound"] = r["batched_median"] / r["bound_median"]
     payload = {
         "what": "images/s of the main job (explanations + deletion/insertion/pointing/IoU/F1 of "
                 f"every method) on {args.model} {112 if args.model == 'resnet_small' else 32}², "
                 f"methods {args.methods}, RISE N = "
                 f"{args.num_masks}; per-image loop vs batched engine (batch {args.batch_size}), "
-                "interleaved, medians, compile excluded",
+                "interleaved, medians, compile excluded; bound = bare forward images/s (batch 32) ÷ the "
+                "forward passes per image (methods' queries + deletion/insertion curves)",
         "rows": rows,
         "environment": common.environment(),
         "command": " ".join(["python", *sys.argv]),

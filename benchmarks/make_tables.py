@@ -229,11 +229,16 @@ def scale_section(lines, name="scale", title="The main job at scale"):
               "`jax.distributed` job on localhost (gloo), images split `i % 2`, each process on "
               "its own device, images/s of both over the wall time between two barriers.", "",
               "| processes × devices | per-image loop, images/s | batched, images/s | "
-              "batched ÷ loop | max map difference |", "|---|---|---|---|---|"]
+              "batched ÷ loop | forward bound, images/s | loop ÷ bound | batched ÷ bound | "
+              "max map difference |", "|---|---|---|---|---|---|---|---|"]
     for r in d["rows"]:
         loop, diff = r.get("loop_median"), r.get("max_abs_map_difference")
+        bound = r.get("bound_median")
         cells = [f"{r['processes']} × {r['devices']}", "" if loop is None else f"{loop:.3f}",
                  f"{r['batched_median']:.3f}", "" if loop is None else f"{r['speedup']:.2f}",
+                 "" if bound is None else f"{bound:.3f}",
+                 "" if bound is None else f"{r['loop_of_bound']:.2f}",
+                 "" if bound is None else f"{r['batched_of_bound']:.2f}",
                  "" if diff is None else f"{diff:.1e}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Loop and batched are interleaved within a row; the rows ran one after another "
