@@ -276,6 +276,7 @@ def main():
     scale_section(lines)
     scale_section(lines, "scale_processes", "The main job at scale, 1 vs 2 processes in one run")
     scale_section(lines, "scale_tiny", "The main job at scale, a dispatch-bound model")
+    scale_section(lines, "scale_bound", "The main job against its compute bound")
     for section in (rise_section, torch_section, metrics_section, iassa_section,
                     iassa_iterations_section, rexl_section, rlcam_section):
         section(lines)
