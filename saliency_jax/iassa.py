@@ -184,6 +184,8 @@ class IassaConfig:
       normalize: paper variant: L2-normalise each level per pixel (see ``attention``).
       windows_per_iteration: paper variant, ``t >= 1``: windows sampled per iteration;
         ``None`` = the lattice count of ``(W_t, S_t)`` over the image.
+      outside_windows: paper variant, ``t >= 1``: how many of them are drawn away from HAR
+        (at most half), to estimate ``f_out``, the score of a window that shows no HAR pixel.
       tol: stop when the relative change of the map falls below it (0: never).
       batch_size: masked images per model call.
       attention_chunk: affinity rows per block (memory ``chunk x n`` floats).
@@ -203,6 +205,7 @@ class IassaConfig:
     temperature: float = 0.1
     normalize: bool = True
     windows_per_iteration: int | None = None
+    outside_windows: int = 32
     tol: float = 0.0
     batch_size: int = 64
     attention_chunk: int = 256
@@ -232,6 +235,9 @@ class IassaConfig:
         object.__setattr__(self, "threshold", threshold)
         if self.windows_per_iteration is not None:
             validation.check_positive_int(self.windows_per_iteration, "windows_per_iteration")
+            if self.windows_per_iteration < 2:
+                raise ValueError("windows_per_iteration must be >= 2 (windows in and out of HAR)")
+        validation.check_positive_int(self.outside_windows, "outside_windows")
         if self.feature_names is not None:
             names = (self.feature_names,) if isinstance(self.feature_names, str) else tuple(
                 self.feature_names)
@@ -308,15 +314,13 @@ def _chunk_size(config: IassaConfig, image_hw) -> int:
 
 
 def iassa_num_queries(config: IassaConfig, image_hw) -> int:
-    """Model queries (masked images forwarded) of one explanation: ``Σ_t ceil(n_t / b) · b``,
-    plus one (the baseline's score) for the paper variant.
+    """Model queries (masked images forwarded) of one explanation: ``Σ_t ceil(n_t / b) · b``.
 
     An upper bound when ``config.tol > 0`` (stopped iterations query nothing). The
     ``features_fn`` pass (one image) is not counted.
     """
     b = _chunk_size(config, image_hw)
-    windows = sum(math.ceil(n / b) * b for _, _, n in window_schedule(config, image_hw))
-    return windows + (1 if config.variant == "paper" else 0)
+    return sum(math.ceil(n / b) * b for _, _, n in window_schedule(config, image_hw))
 
 
 # --------------------------------------------------------------------------- shared primitives
@@ -429,56 +433,83 @@ def windows_touching(region, win):
     return count > 0
 
 
-def _paper_chunk(ops, idx, valid, *, image_hw):
-    """Chunk sums ``(Σ f̃_i M_i, Σ M_i)`` of the paper variant (lattice at ``t = 0``, else
-    centres drawn from ``cdf``, the cumulative count of the sampling region ``R_t``)."""
-    (model_fn, image, baseline, target, f_ref, cdf, offset, n_t, win, stride, n_cols, sampled,
-     skip) = ops
+def _systematic(cdf, idx, offset, count, image_hw):
+    """Flat pixel indices of systematic draws ``(idx + offset) / count`` from the region whose
+    row-major cumulative pixel count is ``cdf``."""
     h, w = image_hw
+    u = (idx.astype(jnp.float32) + offset) / jnp.maximum(count, 1).astype(jnp.float32)
+    return jnp.clip(jnp.searchsorted(cdf, u * cdf[-1], side="right"), 0, h * w - 1)
+
+
+def _paper_chunk(ops, idx, valid, *, image_hw):
+    """Chunk sums ``(Σ_in f_i M_i, Σ_in M_i, Σ_out f_i, N_out)`` of the paper variant.
+
+    ``t = 0`` (``sampled`` false): the lattice, all "in". Else windows ``i < n_in`` are
+    centred by systematic draws from ``R_t`` (``cdf_in``), the others from its complement
+    (``cdf_out``; none if it is empty).
+    """
+    (model_fn, image, baseline, target, cdf_in, cdf_out, offsets, n_in, n_all, win, stride,
+     n_cols, sampled, skip) = ops
+    h, w = image_hw
+    inside = ~sampled | (idx < n_in)
+    flat = jnp.where(inside, _systematic(cdf_in, idx, offsets[0], n_in, image_hw),
+                     _systematic(cdf_out, idx - n_in, offsets[1], n_all - n_in, image_hw))
     oy, ox = _lattice_origins(idx, win, stride, n_cols)
-    u = (idx.astype(jnp.float32) + offset) / n_t.astype(jnp.float32)  # systematic sampling
-    flat = jnp.clip(jnp.searchsorted(cdf, u * cdf[-1], side="right"), 0, h * w - 1)
     oy = jnp.where(sampled, flat // w - win // 2, oy)
     ox = jnp.where(sampled, flat % w - win // 2, ox)
     masks = _boxes(oy, ox, win, image_hw).astype(jnp.float32)
+    valid_in = valid & inside
+    valid_out = valid & ~inside & (cdf_out[-1] > 0)
 
     def query():
-        f = _scores(model_fn, image, baseline, target, masks) - f_ref
-        weighted = jnp.where(valid, f, 0.0)  # where, not a product: no NaN from padding
+        f = _scores(model_fn, image, baseline, target, masks)
+        weighted = jnp.where(valid_in, f, 0.0)  # where, not a product: no NaN from padding
         return (jnp.einsum("n,nhw->hw", weighted, masks, precision=_HIGHEST),
-                jnp.einsum("n,nhw->hw", valid.astype(jnp.float32), masks, precision=_HIGHEST))
+                jnp.einsum("n,nhw->hw", valid_in.astype(jnp.float32), masks, precision=_HIGHEST),
+                jnp.sum(jnp.where(valid_out, f, 0.0)), jnp.sum(valid_out.astype(jnp.float32)))
 
-    zeros = lambda: (jnp.zeros(image_hw, jnp.float32),) * 2  # noqa: E731
-    return jax.lax.cond(skip, zeros, query)  # skip: the map has converged (tol)
+    return jax.lax.cond(skip, lambda: _paper_zeros(image_hw), query)  # skip: converged (tol)
+
+
+def _paper_zeros(image_hw):
+    return (jnp.zeros(image_hw, jnp.float32), jnp.zeros(image_hw, jnp.float32),
+            jnp.float32(0.0), jnp.float32(0.0))
 
 
 def _paper_path(key, model_fn, image, target, baseline, attention, params, *, config,
                 return_iterations):
-    """The paper variant: lattice ``S_0``, then ``n_t`` windows touching ``HAR_{t−1}`` and the
-    importance-weighted estimate ``|R_t| Σ f̃_i M_i / (n_t B_t)`` (module docstring)."""
+    """The paper variant: lattice ``S_0``, then ``n_in`` windows touching ``HAR_{t−1}``, ``n_out``
+    elsewhere, and ``f̂_out + |R_t| Σ_in (f_i − f̂_out) M_i / (n_in B_t)`` (module docstring)."""
     hw = image.shape[:2]
     chunk = _chunk_size(config, hw)
     xs = _schedule_arrays(config, hw, chunk)
-    zeros = lambda: (jnp.zeros(hw, jnp.float32),) * 2  # noqa: E731
-    f_ref = _scores(model_fn, image, baseline, target, jnp.zeros((1, *hw), jnp.float32))[0]
+    n_out = np.array([0] + [_outside_windows(config, n) for n in xs["n_windows"][1:]], np.int32)
+    xs["n_in"] = xs["n_windows"] - n_out
     sums = functools.partial(_window_pass, functools.partial(_paper_chunk, image_hw=hw),
                              max_windows=int(xs["n_windows"].max()), chunk=chunk,
-                             zeros_like=zeros)
+                             zeros_like=lambda: _paper_zeros(hw))
 
     def estimate(x, har, done):
         first = x["t"] == 0
-        region = windows_touching(har, x["win"])
-        cdf = jnp.cumsum(region.reshape(-1).astype(jnp.float32))
-        offset = jax.random.uniform(jax.random.fold_in(key, x["t"]))
-        ops = (model_fn, image, baseline, target, f_ref, cdf, offset, x["n_windows"], x["win"],
-               x["stride"], x["n_cols"], ~first, done)
-        num, den = sums(ops, x["n_windows"])
-        lattice = num / jnp.maximum(den, 1.0)  # every pixel is covered at t = 0
-        weighted = cdf[-1] * num / (x["n_windows"].astype(jnp.float32)
-                                    * centre_counts(x["win"], hw))
+        region = windows_touching(har, x["win"]).reshape(-1)
+        cdf_in = jnp.cumsum(region.astype(jnp.float32))
+        cdf_out = jnp.cumsum((~region).astype(jnp.float32))
+        offsets = jax.random.uniform(jax.random.fold_in(key, x["t"]), (2,))
+        ops = (model_fn, image, baseline, target, cdf_in, cdf_out, offsets, x["n_in"],
+               x["n_windows"], x["win"], x["stride"], x["n_cols"], ~first, done)
+        num, cover, out_sum, out_count = sums(ops, x["n_windows"])
+        lattice = num / jnp.maximum(cover, 1.0)  # every pixel is covered at t = 0
+        f_out = out_sum / jnp.maximum(out_count, 1.0)
+        weighted = f_out + cdf_in[-1] * (num - f_out * cover) / (
+            x["n_in"].astype(jnp.float32) * centre_counts(x["win"], hw))
         return jnp.where(first, lattice, weighted)
 
     return _iterate(estimate, attention, xs, params, hw, return_iterations)
+
+
+def _outside_windows(config, n_windows):
+    """``n_out``: windows of a sampled iteration drawn outside ``R_t`` (for ``f̂_out``)."""
+    return int(min(config.outside_windows, n_windows // 2))
 
 
 # --------------------------------------------------------------------------- reference path

@@ -288,15 +288,16 @@ def test_reference_variant_matches_numpy_port(beta, threshold):
 # --------------------------------------------------------------------------- paper variant
 
 
-def test_constant_model_gives_the_zero_map(features_fn):
-    # A constant model: every window scores what the baseline scores, so the contrast
-    # f(I ⊙ M) − f(baseline) is 0 and so is every map, although W mod S != 0 (10 mod 4; the
-    # reference variant's sum / N shows the coverage stripes: test_reference_windows_are_...).
+def test_coverage_normalisation_removes_stripes(features_fn):
+    # A constant model: every pixel's mean score given it is visible is the constant, so the
+    # paper variant's maps are constant although W mod S != 0 (10 mod 4; the reference
+    # variant's sum / N shows the coverage stripes: test_reference_windows_are_...). For
+    # t >= 1, f_out = 0.7 and every window inside HAR scores f_out: the estimate is f_out.
     model = jax.tree_util.Partial(_const_model, jnp.array([0.7, 0.3]))
     cfg = dataclasses.replace(SMALL, window=10, stride=4)
     _, maps = iassa(jax.random.key(0), model, jnp.full((*HW, 3), 0.5), 0, config=cfg,
                     features_fn=features_fn, return_iterations=True)
-    np.testing.assert_allclose(np.asarray(maps), 0.0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(maps), 0.7, rtol=1e-5)
 
 
 def _region_scores(region, images):
@@ -347,10 +348,12 @@ def _shift_valid(shape, dy, dx):
     return ok
 
 
-def test_paper_windows_touch_har_and_uncovered_pixels_hold_zero(features_fn):
-    # beta = 1 (no attention): S'_t = S_t. The windows of iteration t show some pixel of
-    # HAR(S_{t-1}), so they cover only pixels within W_t - 1 (max-norm) of it; the others
-    # hold 0 (no merge with S_{t-1}), and some pixel inside that reach is non-zero.
+def test_paper_windows_touch_har_and_uncovered_pixels_hold_f_out(features_fn):
+    # beta = 1 (no attention): S'_t = S_t. The windows of iteration t that build the map show
+    # some pixel of HAR(S_{t-1}), so they cover only pixels within W_t - 1 (max-norm) of it;
+    # the others all hold one value, f_out (no merge with S_{t-1}): the quadrant model's score
+    # of a window away from the quadrant, 0 here up to the windows drawn outside R_t that
+    # reach into it.
     model, image, _ = _quadrant_case()
     cfg = dataclasses.replace(SMALL, beta=1.0, threshold=0.6)
     _, maps = iassa(jax.random.key(3), model, image, 0, config=cfg, features_fn=features_fn,
@@ -361,8 +364,10 @@ def test_paper_windows_touch_har_and_uncovered_pixels_hold_zero(features_fn):
         har = np.asarray(lrpf.highest_activated_region(maps[t - 1], threshold=0.6))
         near = _chebyshev_dilate(har, plan[t][0] - 1)
         assert (~near).sum() > 0
-        np.testing.assert_array_equal(maps[t][~near], 0.0)
-        assert np.abs(maps[t][near]).max() > 0
+        far = maps[t][~near]
+        np.testing.assert_array_equal(far, far[0])
+        assert 0.0 <= far[0] < 0.05
+        assert np.ptp(maps[t][near]) > 0.1
 
 
 # ---- analytic region models: f = Σ_j a_j · (visible fraction of box j), white image, black
@@ -376,18 +381,18 @@ BOX = (slice(20, 26), slice(12, 18))  # 6 x 6: smaller than every window but the
 WEAK = (slice(30, 36), slice(32, 38))
 
 
-def _boxes_scores(regions, strengths, images):
+def _boxes_scores(regions, strengths, offset, images):
     vis = jnp.einsum("bhw,khw->bk", images.mean(-1), regions) / jnp.sum(regions, axis=(1, 2))[None]
-    score = vis @ strengths
+    score = offset + vis @ strengths
     return jnp.stack([score, 1.0 - score], axis=-1)
 
 
-def _boxes_model(boxes, strengths):
+def _boxes_model(boxes, strengths, offset=0.0):
     regions = np.zeros((len(boxes), *AHW), np.float32)
     for j, box in enumerate(boxes):
         regions[j][box] = 1.0
     model = jax.tree_util.Partial(_boxes_scores, jnp.asarray(regions),
-                                  jnp.asarray(strengths, jnp.float32))
+                                  jnp.asarray(strengths, jnp.float32), jnp.float32(offset))
     return model, regions.astype(bool)
 
 
@@ -461,13 +466,17 @@ def _closed_form(scores, allowed, win):
     return num / count
 
 
-def test_refined_estimate_is_unbiased_for_the_uniform_window_design():
+@pytest.mark.parametrize("offset", [0.0, 0.2])
+def test_refined_estimate_is_unbiased_for_the_uniform_window_design(offset):
     # t = 1: HAR(S_0) is deterministic (the t = 0 lattice). Over 48 keys, the mean of S_1 is
-    # Σ_{c ∈ C(λ) ∩ R} f(c) / |C(λ)|, R the centres whose window touches HAR; on HAR it is
-    # the full uniform design's E[f | λ visible] (all of C(λ) lies in R).
+    # f_out + Σ_{c ∈ C(λ) ∩ R} (f(c) − f_out) / |C(λ)|, R the centres whose window touches
+    # HAR and f_out the mean score of the others; on HAR it is the full uniform design's
+    # E[f | λ visible] (all of C(λ) lies in R). Here the windows outside R see no evidence
+    # and score the model's offset (0 or 0.2), so it is that everywhere.
     strengths = [1.0, 0.5]
-    cfg = dataclasses.replace(ANALYTIC, iterations=1, windows_per_iteration=96)
-    model, regions = _boxes_model([BOX, WEAK], strengths)
+    cfg = dataclasses.replace(ANALYTIC, iterations=1, windows_per_iteration=96,
+                              outside_windows=16)
+    model, regions = _boxes_model([BOX, WEAK], strengths, offset)
 
     def one(key):
         return iassa(key, model, jnp.ones((*AHW, 3)), 0, config=cfg, features_fn=_flat_features,
@@ -477,21 +486,27 @@ def test_refined_estimate_is_unbiased_for_the_uniform_window_design():
     s0 = maps[0, 0]
     har = s0 > s0.min() + 0.3 * (s0.max() - s0.min())
     win = cfg.schedule()[1][0]
-    touching = _chebyshev_dilate(har, win)  # superset; exact test below
-    allowed = np.zeros(AHW, bool)
-    for cy, cx in zip(*np.nonzero(touching), strict=True):
+    allowed = np.zeros(AHW, bool)  # centres whose window shows a HAR pixel
+    for cy, cx in zip(*np.nonzero(_chebyshev_dilate(har, win)), strict=True):
         y0, x0 = max(cy - win // 2, 0), max(cx - win // 2, 0)
         allowed[cy, cx] = har[y0: cy - win // 2 + win, x0: cx - win // 2 + win].any()
-    scores = _window_scores(regions, strengths, win)
-    expected = _closed_form(scores, allowed, win)
+    assert 0 < allowed.sum() < 0.8 * allowed.size  # sampling is restricted
+    scores = offset + _window_scores(regions, strengths, win)
+    f_out = scores[~allowed].mean()
     full = _closed_form(scores, np.ones(AHW, bool), win)
+    expected = f_out + _closed_form(scores - f_out, allowed, win)
     np.testing.assert_allclose(expected[har], full[har], rtol=1e-12)
+    np.testing.assert_allclose(expected, full, atol=1e-3)  # outside R: f = offset = f_out
     mean = maps[:, 1].mean(axis=0)
     se = maps[:, 1].std(axis=0, ddof=1) / np.sqrt(maps.shape[0])
-    assert np.all(np.abs(mean - expected) <= 5 * se + 1e-6)
-    assert np.abs(mean - expected).mean() < 0.1 * expected[har].mean() / 4
-    assert not allowed.all()  # the sampling is restricted ...
-    np.testing.assert_allclose(expected, full, atol=1e-12)  # ... to the windows that score > 0
+    # Per pixel within 5 standard errors on HAR; outside it, where a pixel may be covered by a
+    # window that sees the evidence in a few keys only (se unreliable per pixel), the sum over
+    # the pixels (per key) is within 5 standard errors.
+    bad = har & (np.abs(mean - expected) > 5 * se + 1e-6)
+    assert not bad.any(), (np.argwhere(bad)[:8], mean[bad][:8], expected[bad][:8], se[bad][:8])
+    outside = maps[:, 1][:, ~har].sum(axis=1)
+    assert abs(outside.mean() - expected[~har].sum()) <= 5 * outside.std(ddof=1) / np.sqrt(48)
+    assert np.abs(mean - expected).mean() <= 1.5 * se.mean()  # |N(0, se)| averages 0.8 se
 
 
 def test_batch_size_does_not_change_the_map(features_fn):
