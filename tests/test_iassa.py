@@ -354,8 +354,9 @@ def test_paper_windows_touch_har_and_uncovered_pixels_hold_f_out(features_fn):
     # the others all hold one value, f_out (no merge with S_{t-1}): the quadrant model's score
     # of a window away from the quadrant, 0 here up to the windows drawn outside R_t that
     # reach into it.
+    # (Keep masks: with occlusion the value of such a pixel also depends on |C(λ)|.)
     model, image, _ = _quadrant_case()
-    cfg = dataclasses.replace(SMALL, beta=1.0, threshold=0.6)
+    cfg = dataclasses.replace(SMALL, beta=1.0, threshold=0.6, masks="keep")
     _, maps = iassa(jax.random.key(3), model, image, 0, config=cfg, features_fn=features_fn,
                     return_iterations=True)
     maps = np.asarray(maps)
@@ -401,15 +402,19 @@ def _flat_features(images):
 
 
 def _spread(sal, region, ring_px):
-    """Mean of the map over a ring of ``ring_px`` around ``region`` ÷ its mean inside."""
+    """Mean of the map over a ring of ``ring_px`` around ``region`` ÷ its mean inside, both
+    above the map's minimum (occlusion maps sit on a large offset)."""
     ring = _chebyshev_dilate(region, ring_px) & ~region
-    return sal[ring].mean() / sal[region].mean()
+    return (sal[ring].mean() - sal.min()) / (sal[region].mean() - sal.min())
 
 
 def _top_inside(sal, region):
     """Fraction of the ``|region|`` highest pixels of the map that lie in ``region``."""
     top = np.argsort(-sal.ravel(), kind="stable")[: region.sum()]
     return region.ravel()[top].mean()
+
+
+MASKS = ["keep", "occlude"]
 
 
 def _analytic_maps(boxes, strengths, key=0, config=ANALYTIC):
@@ -419,8 +424,9 @@ def _analytic_maps(boxes, strengths, key=0, config=ANALYTIC):
     return np.asarray(maps), regions
 
 
-def test_refinement_sharpens_a_box_smaller_than_the_window():
-    maps, regions = _analytic_maps([BOX], [1.0])
+@pytest.mark.parametrize("masks", MASKS)
+def test_refinement_sharpens_a_box_smaller_than_the_window(masks):
+    maps, regions = _analytic_maps([BOX], [1.0], config=dataclasses.replace(ANALYTIC, masks=masks))
     box = regions[0]
     spread = [_spread(m, box, 4) for m in maps]
     assert spread[-1] < 0.75 * spread[0], spread
@@ -429,27 +435,41 @@ def test_refinement_sharpens_a_box_smaller_than_the_window():
     assert box.ravel()[np.argmax(maps[-1])]
 
 
-def test_refinement_sharpens_two_boxes_of_different_strengths():
-    maps, regions = _analytic_maps([BOX, WEAK], [1.0, 0.5])
+@pytest.mark.parametrize("masks", MASKS)
+def test_refinement_sharpens_two_boxes_of_different_strengths(masks):
+    maps, regions = _analytic_maps([BOX, WEAK], [1.0, 0.5],
+                                   config=dataclasses.replace(ANALYTIC, masks=masks))
     both = regions[0] | regions[1]
     assert _spread(maps[-1], both, 4) < 0.75 * _spread(maps[0], both, 4)
     assert _top_inside(maps[-1], both) >= _top_inside(maps[0], both)
     for m in (maps[0], maps[-1]):  # the strong box stays above the weak one, the weak above 0
-        strong, weak = m[regions[0]].mean(), m[regions[1]].mean()
+        strong, weak = m[regions[0]].mean() - m.min(), m[regions[1]].mean() - m.min()
         assert strong > 1.5 * weak and weak > 0.2 * strong
 
 
-def _window_scores(regions, strengths, win):
-    """``f(c)`` for every centre ``c`` (window ``[c − ⌊W/2⌋, c − ⌊W/2⌋ + W)²``, clipped)."""
+def _window_scores(regions, strengths, win, keep=True):
+    """``f(c)`` for every centre ``c`` (window ``[c − ⌊W/2⌋, c − ⌊W/2⌋ + W)²``, clipped) shown
+    alone (``keep``) or hidden."""
     h, w = AHW
     f = np.zeros(AHW)
     for cy in range(h):
         for cx in range(w):
             y0, x0 = max(cy - win // 2, 0), max(cx - win // 2, 0)
             y1, x1 = min(cy - win // 2 + win, h), min(cx - win // 2 + win, w)
-            f[cy, cx] = sum(a * r[y0:y1, x0:x1].sum() / r.sum()
-                            for a, r in zip(strengths, regions, strict=True))
+            seen = [r[y0:y1, x0:x1].sum() / r.sum() for r in regions]
+            f[cy, cx] = sum(a * (v if keep else 1.0 - v)
+                            for a, v in zip(strengths, seen, strict=True))
     return f
+
+
+def _counts(win):
+    """``|C(λ)|``: centres whose window covers λ."""
+    count = np.zeros(AHW)
+    for cy in range(AHW[0]):
+        for cx in range(AHW[1]):
+            y0, x0 = max(cy - win // 2, 0), max(cx - win // 2, 0)
+            count[y0: cy - win // 2 + win, x0: cx - win // 2 + win] += 1
+    return count
 
 
 def _closed_form(scores, allowed, win):
@@ -466,16 +486,17 @@ def _closed_form(scores, allowed, win):
     return num / count
 
 
-@pytest.mark.parametrize("offset", [0.0, 0.2])
-def test_refined_estimate_is_unbiased_for_the_uniform_window_design(offset):
+@pytest.mark.parametrize("masks, offset", [("keep", 0.0), ("keep", 0.2), ("occlude", 0.0)])
+def test_refined_estimate_is_unbiased_for_the_uniform_window_design(masks, offset):
     # t = 1: HAR(S_0) is deterministic (the t = 0 lattice). Over 48 keys, the mean of S_1 is
     # f_out + Σ_{c ∈ C(λ) ∩ R} (f(c) − f_out) / |C(λ)|, R the centres whose window touches
     # HAR and f_out the mean score of the others; on HAR it is the full uniform design's
     # E[f | λ visible] (all of C(λ) lies in R). Here the windows outside R see no evidence
-    # and score the model's offset (0 or 0.2), so it is that everywhere.
+    # and all score alike, so it is that everywhere. Occlusion: E[f | λ visible] =
+    # (Σ_U f − Σ_{C(λ)} f) / (|U| − |C(λ)|), from the same two estimates.
     strengths = [1.0, 0.5]
     cfg = dataclasses.replace(ANALYTIC, iterations=1, windows_per_iteration=96,
-                              outside_windows=16)
+                              outside_windows=16, masks=masks)
     model, regions = _boxes_model([BOX, WEAK], strengths, offset)
 
     def one(key):
@@ -491,12 +512,15 @@ def test_refined_estimate_is_unbiased_for_the_uniform_window_design(offset):
         y0, x0 = max(cy - win // 2, 0), max(cx - win // 2, 0)
         allowed[cy, cx] = har[y0: cy - win // 2 + win, x0: cx - win // 2 + win].any()
     assert 0 < allowed.sum() < 0.8 * allowed.size  # sampling is restricted
-    scores = offset + _window_scores(regions, strengths, win)
+    scores = offset + _window_scores(regions, strengths, win, keep=masks == "keep")
     f_out = scores[~allowed].mean()
     full = _closed_form(scores, np.ones(AHW, bool), win)
     expected = f_out + _closed_form(scores - f_out, allowed, win)
     np.testing.assert_allclose(expected[har], full[har], rtol=1e-12)
     np.testing.assert_allclose(expected, full, atol=1e-3)  # outside R: f = offset = f_out
+    if masks == "occlude":
+        counts = _counts(win)
+        expected = (scores.sum() - expected * counts) / (scores.size - counts)
     mean = maps[:, 1].mean(axis=0)
     se = maps[:, 1].std(axis=0, ddof=1) / np.sqrt(maps.shape[0])
     # Per pixel within 5 standard errors on HAR; outside it, where a pixel may be covered by a
