@@ -236,10 +236,33 @@ def iassa_iterations_section(lines):
                 lines.append(f"| {entry['iteration']} | {entry['num_masks']} | {h} | "
                              f"{_ci(e['iassa'])} | {_ci(e['rise'])} | "
                              f"{_ci(e['iassa_minus_rise'])} |")
+    versus_max = d.get("iassa_at_t_vs_rise_at_max_budget") or []
+    if versus_max:
+        n_rise = versus_max[0]["rise_num_masks"]
+        lines += ["", f"Each scored iteration against RISE with N = {n_rise} (IASSA's cumulative "
+                  "queries at its last iteration): RISE has at least as many queries as IASSA "
+                  "had spent by t (t = 0, 5, ..., 25).", "",
+                  "| t | IASSA queries | metric | IASSA | RISE | Δ = IASSA − RISE |",
+                  "|---|---|---|---|---|---|"]
+        for entry in versus_max:
+            if entry["iteration"] % 5:  # every fifth iteration (the table is long enough)
+                continue
+            for m, h in _IASSA_METRICS:
+                if m not in entry:
+                    continue
+                e = entry[m]
+                lines.append(f"| {entry['iteration']} | {entry['iassa_queries']} | {h} | "
+                             f"{_ci(e['iassa'])} | {_ci(e['rise'])} | "
+                             f"{_ci(e['iassa_minus_rise'])} |")
     seconds = d.get("seconds_per_image") or {}
     per = ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())
-    lines += ["", f"Median seconds per image (explanation only): {per}. Measured on {_env(d)}; "
-              f"{d['wall_s'] / 60:.0f} min in all. Command: `{d['command']}`.", ""]
+    wall = d.get("wall_s")
+    wall_s = f"; {wall / 60:.0f} min in all" if wall == wall and wall is not None else ""
+    planned = d.get("planned_images")
+    planned_s = (f" {d['num_images']} of the {planned} planned images were done by the deadline."
+                 if planned and planned != d["num_images"] else "")
+    lines += ["", f"Median seconds per image (explanation only): {per}. Measured on "
+              f"{_env(d)}{wall_s}.{planned_s} Command: `{d['command']}`.", ""]
 
 
 README = HERE.parent / "README.md"
