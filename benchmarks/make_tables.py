@@ -218,12 +218,27 @@ def iassa_iterations_section(lines):
               "| variant | t | W_t | cumulative queries | "
               + " | ".join(h for _, h in _IASSA_METRICS) + " |",
               "|---|---|---|---|" + "---|" * len(_IASSA_METRICS)]
-    for variant, curve in d["results"].items():
-        schedule = d["configs"][variant]["schedule"]
-        for row in curve:
-            t = row["iteration"]
-            lines.append(f"| {variant} | {t} | {schedule[t][0]} | {row['cumulative_queries']} | "
-                         + " | ".join(_ci(row.get(m)) for m, _ in _IASSA_METRICS) + " |")
+    runs = [d] + [x for x in (_load("iassa_iterations_reference"),) if x is not None]
+    for run in runs:
+        for variant, curve in run["results"].items():
+            _iassa_curve_rows(lines, run, variant, curve)
+    if len(runs) > 1:
+        r = runs[1]
+        lines += ["", f"The reference variant ({r['num_images']} images, deletion/insertion at "
+                  f"t ∈ {{{', '.join(map(str, r['causal_metrics_at']))}}}) is a separate run: "
+                  f"`{r['command']}`."]
+    _iassa_versus_rows(lines, d)
+
+
+def _iassa_curve_rows(lines, d, variant, curve):
+    schedule = d["configs"][variant]["schedule"]
+    for row in curve:
+        t = row["iteration"]
+        lines.append(f"| {variant} | {t} | {schedule[t][0]} | {row['cumulative_queries']} | "
+                     + " | ".join(_ci(row.get(m)) for m, _ in _IASSA_METRICS) + " |")
+
+
+def _iassa_versus_rows(lines, d):
     versus = d.get("iassa_vs_rise") or []
     if versus:
         lines += ["", "IASSA (paper variant, map S'_t) against RISE (7 x 7 grid, p = 0.5) with N = "
