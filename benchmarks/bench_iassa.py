@@ -15,14 +15,18 @@ import json
 import pathlib
 import platform
 import statistics
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 
-from saliency_jax import models
-from saliency_jax._src import attention as lrpf
-from saliency_jax._src.iassa import IassaConfig, iassa, iassa_num_queries
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run as a script
+
+from benchmarks import common  # noqa: E402
+from saliency_jax import models  # noqa: E402
+from saliency_jax._src import attention as lrpf  # noqa: E402
+from saliency_jax._src.iassa import IassaConfig, iassa, iassa_num_queries  # noqa: E402
 
 
 def _timed(compiled, *args, repeats):
@@ -72,8 +76,6 @@ def main(argv=None):
         def explain(key, model_fn, image, features_fn, config=config):
             return iassa(key, model_fn, image, 0, config=config, features_fn=features_fn)
 
-        compiled, compile_s = _compile(explain, key, model_fn, image, features_fn)
-        explain_s = _timed(compiled, key, model_fn, image, features_fn, repeats=args.repeats)
 
         def bare(model_fn, image, queries=queries):
             # ``queries`` forward passes of (slightly perturbed) copies of the image.
@@ -85,8 +87,11 @@ def main(argv=None):
 
             return jax.lax.scan(body, jnp.float32(0), chunks)[0]
 
-        bare_compiled, bare_compile_s = _compile(bare, model_fn, image)
-        bare_s = _timed(bare_compiled, model_fn, image, repeats=args.repeats)
+        # Timed calls interleaved (common.compare): a change of machine load hits both alike.
+        timing = common.compare({"explain": (explain, (key, model_fn, image, features_fn)),
+                                 "bare": (bare, (model_fn, image))}, repeats=args.repeats)
+        compile_s, explain_s = timing["explain"]["compile_s"], timing["explain"]["steady_s"]
+        bare_compile_s, bare_s = timing["bare"]["compile_s"], timing["bare"]["steady_s"]
 
         feats = features_fn(image[None])
         levels = [feats[n][0] for n in (names or tuple(feats))]
@@ -109,6 +114,8 @@ def main(argv=None):
             "bare_forward_s": round(bare_s, 3),
             "bare_compile_s": round(bare_compile_s, 2),
             "ratio_to_bare_forward": round(explain_s / bare_s, 3),
+            "explain_runs_s": [round(x, 3) for x in timing["explain"]["runs_s"]],
+            "bare_runs_s": [round(x, 3) for x in timing["bare"]["runs_s"]],
             "attention_build_and_apply_s": round(attention_s, 3),
             "attention_grid": list(grid),
         }
@@ -128,7 +135,9 @@ def main(argv=None):
         "jax": jax.__version__,
         "python": platform.python_version(),
         "note": "bare_forward_s: queries // batch_size batches of the model alone (no masking, "
-                "no attention); medians after one warm-up; random weights",
+                "no attention); medians after one warm-up, explain and bare calls interleaved; "
+                "random weights",
+        "load_average": list(__import__("os").getloadavg()),
         "results": results,
     }
     path = pathlib.Path(args.out)

@@ -291,7 +291,8 @@ def test_reference_variant_matches_numpy_port(beta, threshold):
 def test_coverage_normalisation_removes_stripes(features_fn):
     # A constant model: every pixel's mean score given it is visible is the constant, so the
     # paper variant's maps are constant although W mod S != 0 (10 mod 4; the reference
-    # variant's sum / N shows the coverage stripes: test_reference_windows_are_...).
+    # variant's sum / N shows the coverage stripes: test_reference_windows_are_...). For
+    # t >= 1, f_out = 0.7 and every window inside HAR scores f_out: the estimate is f_out.
     model = jax.tree_util.Partial(_const_model, jnp.array([0.7, 0.3]))
     cfg = dataclasses.replace(SMALL, window=10, stride=4)
     _, maps = iassa(jax.random.key(0), model, jnp.full((*HW, 3), 0.5), 0, config=cfg,
@@ -332,26 +333,204 @@ def test_region_model_is_explained_inside_its_quadrant(variant, features_fn):
     assert (top & region).sum() / top.sum() > 0.9
 
 
-def test_paper_sampling_stays_in_har(features_fn):
-    # beta = 1 (no attention): S'_t = S_t. Windows of iteration t are centred in HAR(S_{t-1}),
-    # so pixels farther than the half window from HAR keep their previous value exactly.
+def _chebyshev_dilate(region, reach):
+    """Pixels within ``reach`` (max-norm) of ``region``."""
+    out = np.zeros_like(region)
+    for dy in range(-reach, reach + 1):
+        for dx in range(-reach, reach + 1):
+            out |= np.roll(np.roll(region, dy, 0), dx, 1) & _shift_valid(region.shape, dy, dx)
+    return out
+
+
+def _shift_valid(shape, dy, dx):
+    ok = np.zeros(shape, bool)
+    ok[max(dy, 0): shape[0] + min(dy, 0), max(dx, 0): shape[1] + min(dx, 0)] = True
+    return ok
+
+
+def test_paper_windows_touch_har_and_uncovered_pixels_hold_f_out(features_fn):
+    # beta = 1 (no attention): S'_t = S_t. The windows of iteration t that build the map show
+    # some pixel of HAR(S_{t-1}), so they cover only pixels within W_t - 1 (max-norm) of it;
+    # the others all hold one value, f_out (no merge with S_{t-1}): the quadrant model's score
+    # of a window away from the quadrant, 0 here up to the windows drawn outside R_t that
+    # reach into it.
+    # (Keep masks: with occlusion the value of such a pixel also depends on |C(λ)|.)
     model, image, _ = _quadrant_case()
-    cfg = dataclasses.replace(SMALL, beta=1.0, threshold=0.6)
+    cfg = dataclasses.replace(SMALL, beta=1.0, threshold=0.6, masks="keep")
     _, maps = iassa(jax.random.key(3), model, image, 0, config=cfg, features_fn=features_fn,
                     return_iterations=True)
     maps = np.asarray(maps)
     plan = cfg.schedule()
     for t in (1, 2):
         har = np.asarray(lrpf.highest_activated_region(maps[t - 1], threshold=0.6))
-        ys, xs = np.nonzero(har)
-        yy, xx = np.mgrid[: HW[0], : HW[1]]
-        reach = plan[t][0]  # any window centred in HAR covers at most W_t px from its centre
-        near = np.zeros(HW, bool)
-        for y, x in zip(ys, xs, strict=True):
-            near |= (np.abs(yy - y) <= reach) & (np.abs(xx - x) <= reach)
+        near = _chebyshev_dilate(har, plan[t][0] - 1)
         assert (~near).sum() > 0
-        np.testing.assert_array_equal(maps[t][~near], maps[t - 1][~near])
-        assert np.abs(maps[t][har] - maps[t - 1][har]).max() > 0
+        far = maps[t][~near]
+        np.testing.assert_array_equal(far, far[0])
+        assert 0.0 <= far[0] < 0.05
+        assert np.ptp(maps[t][near]) > 0.1
+
+
+# ---- analytic region models: f = Σ_j a_j · (visible fraction of box j), white image, black
+# baseline, so f(baseline) = 0 and a keep-window centred at c scores Σ_j a_j |win(c) ∩ B_j| / |B_j|.
+
+AHW = (48, 48)
+# W 16 -> 14 -> 12 -> 10 -> 8 -> 6, stride 4 (225 lattice windows at t = 0); no attention.
+ANALYTIC = IassaConfig(window=16, stride=4, window_step=2, stride_step=0, iterations=5,
+                       beta=1.0, feature_names=None, batch_size=64)
+BOX = (slice(20, 26), slice(12, 18))  # 6 x 6: smaller than every window but the last
+WEAK = (slice(30, 36), slice(32, 38))
+
+
+def _boxes_scores(regions, strengths, offset, images):
+    vis = jnp.einsum("bhw,khw->bk", images.mean(-1), regions) / jnp.sum(regions, axis=(1, 2))[None]
+    score = offset + vis @ strengths
+    return jnp.stack([score, 1.0 - score], axis=-1)
+
+
+def _boxes_model(boxes, strengths, offset=0.0):
+    regions = np.zeros((len(boxes), *AHW), np.float32)
+    for j, box in enumerate(boxes):
+        regions[j][box] = 1.0
+    model = jax.tree_util.Partial(_boxes_scores, jnp.asarray(regions),
+                                  jnp.asarray(strengths, jnp.float32), jnp.float32(offset))
+    return model, regions.astype(bool)
+
+
+def _flat_features(images):
+    return {"f": jnp.ones_like(images[:, ::2, ::2, :1])}
+
+
+def _spread(sal, region, ring_px):
+    """Mean of the map over a ring of ``ring_px`` around ``region`` ÷ its mean inside, both
+    above the map's minimum (occlusion maps sit on a large offset)."""
+    ring = _chebyshev_dilate(region, ring_px) & ~region
+    return (sal[ring].mean() - sal.min()) / (sal[region].mean() - sal.min())
+
+
+def _top_inside(sal, region):
+    """Fraction of the ``|region|`` highest pixels of the map that lie in ``region``."""
+    top = np.argsort(-sal.ravel(), kind="stable")[: region.sum()]
+    return region.ravel()[top].mean()
+
+
+MASKS = ["keep", "occlude"]
+
+
+def _analytic_maps(boxes, strengths, key=0, config=ANALYTIC):
+    model, regions = _boxes_model(boxes, strengths)
+    _, maps = iassa(jax.random.key(key), model, jnp.ones((*AHW, 3)), 0, config=config,
+                    features_fn=_flat_features, baseline=0.0, return_iterations=True)
+    return np.asarray(maps), regions
+
+
+@pytest.mark.parametrize("masks", MASKS)
+def test_refinement_sharpens_a_box_smaller_than_the_window(masks):
+    maps, regions = _analytic_maps([BOX], [1.0], config=dataclasses.replace(ANALYTIC, masks=masks))
+    box = regions[0]
+    spread = [_spread(m, box, 4) for m in maps]
+    assert spread[-1] < 0.75 * spread[0], spread
+    assert spread[1] <= spread[0] * 1.02, spread  # the first refinement does not blur it
+    assert _top_inside(maps[-1], box) >= _top_inside(maps[0], box)
+    assert box.ravel()[np.argmax(maps[-1])]
+
+
+@pytest.mark.parametrize("masks", MASKS)
+def test_refinement_sharpens_two_boxes_of_different_strengths(masks):
+    maps, regions = _analytic_maps([BOX, WEAK], [1.0, 0.5],
+                                   config=dataclasses.replace(ANALYTIC, masks=masks))
+    both = regions[0] | regions[1]
+    assert _spread(maps[-1], both, 4) < 0.75 * _spread(maps[0], both, 4)
+    assert _top_inside(maps[-1], both) >= _top_inside(maps[0], both)
+    for m in (maps[0], maps[-1]):  # the strong box stays above the weak one, the weak above 0
+        strong, weak = m[regions[0]].mean() - m.min(), m[regions[1]].mean() - m.min()
+        assert strong > 1.5 * weak and weak > 0.2 * strong
+
+
+def _window_scores(regions, strengths, win, keep=True):
+    """``f(c)`` for every centre ``c`` (window ``[c − ⌊W/2⌋, c − ⌊W/2⌋ + W)²``, clipped) shown
+    alone (``keep``) or hidden."""
+    h, w = AHW
+    f = np.zeros(AHW)
+    for cy in range(h):
+        for cx in range(w):
+            y0, x0 = max(cy - win // 2, 0), max(cx - win // 2, 0)
+            y1, x1 = min(cy - win // 2 + win, h), min(cx - win // 2 + win, w)
+            seen = [r[y0:y1, x0:x1].sum() / r.sum() for r in regions]
+            f[cy, cx] = sum(a * (v if keep else 1.0 - v)
+                            for a, v in zip(strengths, seen, strict=True))
+    return f
+
+
+def _counts(win):
+    """``|C(λ)|``: centres whose window covers λ."""
+    count = np.zeros(AHW)
+    for cy in range(AHW[0]):
+        for cx in range(AHW[1]):
+            y0, x0 = max(cy - win // 2, 0), max(cx - win // 2, 0)
+            count[y0: cy - win // 2 + win, x0: cx - win // 2 + win] += 1
+    return count
+
+
+def _closed_form(scores, allowed, win):
+    """``Σ_{c ∈ C(λ), allowed} f(c) / |C(λ)|``: loops over centres (numpy)."""
+    h, w = AHW
+    num, count = np.zeros(AHW), np.zeros(AHW)
+    for cy in range(h):
+        for cx in range(w):
+            y0, x0 = max(cy - win // 2, 0), max(cx - win // 2, 0)
+            y1, x1 = min(cy - win // 2 + win, h), min(cx - win // 2 + win, w)
+            count[y0:y1, x0:x1] += 1
+            if allowed[cy, cx]:
+                num[y0:y1, x0:x1] += scores[cy, cx]
+    return num / count
+
+
+@pytest.mark.parametrize("masks, offset", [("keep", 0.0), ("keep", 0.2), ("occlude", 0.0)])
+def test_refined_estimate_is_unbiased_for_the_uniform_window_design(masks, offset):
+    # t = 1: HAR(S_0) is deterministic (the t = 0 lattice). Over 48 keys, the mean of S_1 is
+    # f_out + Σ_{c ∈ C(λ) ∩ R} (f(c) − f_out) / |C(λ)|, R the centres whose window touches
+    # HAR and f_out the mean score of the others; on HAR it is the full uniform design's
+    # E[f | λ visible] (all of C(λ) lies in R). Here the windows outside R see no evidence
+    # and all score alike, so it is that everywhere. Occlusion: E[f | λ visible] =
+    # (Σ_U f − Σ_{C(λ)} f) / (|U| − |C(λ)|), from the same two estimates.
+    strengths = [1.0, 0.5]
+    cfg = dataclasses.replace(ANALYTIC, iterations=1, windows_per_iteration=96,
+                              outside_windows=16, masks=masks)
+    model, regions = _boxes_model([BOX, WEAK], strengths, offset)
+
+    def one(key):
+        return iassa(key, model, jnp.ones((*AHW, 3)), 0, config=cfg, features_fn=_flat_features,
+                     baseline=0.0, return_iterations=True)[1]
+
+    maps = np.asarray(jax.vmap(one)(jax.random.split(jax.random.key(5), 48)), np.float64)
+    s0 = maps[0, 0]
+    har = s0 > s0.min() + 0.3 * (s0.max() - s0.min())
+    win = cfg.schedule()[1][0]
+    allowed = np.zeros(AHW, bool)  # centres whose window shows a HAR pixel
+    for cy, cx in zip(*np.nonzero(_chebyshev_dilate(har, win)), strict=True):
+        y0, x0 = max(cy - win // 2, 0), max(cx - win // 2, 0)
+        allowed[cy, cx] = har[y0: cy - win // 2 + win, x0: cx - win // 2 + win].any()
+    assert 0 < allowed.sum() < 0.8 * allowed.size  # sampling is restricted
+    scores = offset + _window_scores(regions, strengths, win, keep=masks == "keep")
+    f_out = scores[~allowed].mean()
+    full = _closed_form(scores, np.ones(AHW, bool), win)
+    expected = f_out + _closed_form(scores - f_out, allowed, win)
+    np.testing.assert_allclose(expected[har], full[har], rtol=1e-12)
+    np.testing.assert_allclose(expected, full, atol=1e-3)  # outside R: f = offset = f_out
+    if masks == "occlude":
+        counts = _counts(win)
+        expected = (scores.sum() - expected * counts) / (scores.size - counts)
+    mean = maps[:, 1].mean(axis=0)
+    se = maps[:, 1].std(axis=0, ddof=1) / np.sqrt(maps.shape[0])
+    # Per pixel within 5 standard errors on HAR; outside it, where a pixel may be covered by a
+    # window that sees the evidence in a few keys only (se unreliable per pixel), the sum over
+    # the pixels (per key) is within 5 standard errors.
+    bad = har & (np.abs(mean - expected) > 5 * se + 1e-6)
+    assert not bad.any(), (np.argwhere(bad)[:8], mean[bad][:8], expected[bad][:8], se[bad][:8])
+    outside = maps[:, 1][:, ~har].sum(axis=1)
+    assert abs(outside.mean() - expected[~har].sum()) <= 5 * outside.std(ddof=1) / np.sqrt(48)
+    assert np.abs(mean - expected).mean() <= 1.5 * se.mean()  # |N(0, se)| averages 0.8 se
 
 
 def test_batch_size_does_not_change_the_map(features_fn):

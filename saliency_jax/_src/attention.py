@@ -31,6 +31,12 @@ Two variants (METHODS §2.2):
   ``[1/(e n), e/n]``: ``sᵀA = c + δ`` with ``0 ≤ δ_j ≤ (e − 1) max(s) / n``, a constant
   up to ``1.4e−4 · max(s)`` at ``n = 112²``. The reference attention does almost nothing.
 
+Code: the two variants are two pytree classes, :class:`PaperAttention` and
+:class:`ReferenceAttention`, each with its own ``features`` / ``apply`` / ``matrix`` / ``attend``
+built from the shared primitives below (resizing, chunked affinity blocks); the module-level
+:func:`lrpf_attention`, :func:`apply_attention`, :func:`attention_matrix` and :func:`attend`
+only dispatch to them.
+
 Memory: ``A`` is never formed (``12544² x 4 B = 0.63 GB`` at a 112² grid). The products are
 computed ``chunk`` rows at a time in a ``lax.map``: the row softmax of the paper variant
 needs one pass; the double softmax needs the column log-sum-exps and the row sums of the first
@@ -52,34 +58,6 @@ import numpy as np
 
 VARIANTS = ("paper", "reference")
 _HIGHEST = jax.lax.Precision.HIGHEST
-
-
-@functools.partial(
-    jax.tree_util.register_dataclass,
-    data_fields=["features", "log_col", "row_norm", "temperature"],
-    meta_fields=["grid_hw", "variant", "chunk"],
-)
-@dataclasses.dataclass(frozen=True)
-class LrpfAttention:
-    """An implicit ``n x n`` attention matrix (a pytree: usable under ``jit``/``vmap``).
-
-    Attributes:
-      features: ``f32[n, C]``, ``Φ'`` (paper: normalised, see the module docstring).
-      log_col: ``f32[n]``, reference: ``log Σ_i exp(Φ'Φ'ᵀ)_ij`` (first softmax); paper: zeros.
-      row_norm: ``f32[n]``, reference: ``R_i = Σ_j exp(a_ij)`` (second softmax); paper: ones.
-      temperature: ``f32[]``, the paper variant's ``τ`` (times ``√C`` without normalisation).
-      grid_hw: ``(g_h, g_w)`` (static).
-      variant: ``"paper"`` or ``"reference"`` (static).
-      chunk: rows per block of the chunked products (static).
-    """
-
-    features: jax.Array
-    log_col: jax.Array
-    row_norm: jax.Array
-    temperature: jax.Array
-    grid_hw: tuple[int, int]
-    variant: str
-    chunk: int
 
 
 # --------------------------------------------------------------------------- resampling
@@ -125,31 +103,6 @@ def _resize_linear(x, out_hw):
     return jax.image.resize(x, (*out_hw, *x.shape[2:]), "linear")
 
 
-# --------------------------------------------------------------------------- Φ'
-
-
-def feature_matrix(features: Sequence[jax.Array], *, out_hw, variant: str = "paper",
-                   normalize: bool = True) -> jax.Array:
-    """``Φ'`` ``f32[g_h g_w, C]``: the levels resized to ``out_hw`` and concatenated (eq. 9).
-
-    ``"reference"``: nearest resizing, raw features. ``"paper"``: bilinear resizing and, with
-    ``normalize``, each level L2-normalised per pixel and the result divided by ``√L``.
-    """
-    out_hw = (int(out_hw[0]), int(out_hw[1]))
-    levels = []
-    for level in features:
-        level = jnp.asarray(level, jnp.float32)
-        if variant == "reference":
-            level = _resize_nearest(level, out_hw)
-        else:
-            level = _resize_linear(level, out_hw)
-            if normalize:
-                norm = jnp.sqrt(jnp.sum(level * level, axis=-1, keepdims=True))
-                level = level / jnp.maximum(norm, 1e-12) / math.sqrt(len(features))
-        levels.append(level.reshape(out_hw[0] * out_hw[1], -1))
-    return jnp.concatenate(levels, axis=-1)
-
-
 # --------------------------------------------------------------------------- chunked products
 
 
@@ -169,6 +122,140 @@ def _affinity(rows, features):
     return jnp.matmul(rows, features.T, precision=_HIGHEST)
 
 
+def _flat_levels(levels, out_hw):
+    return jnp.concatenate([lv.reshape(out_hw[0] * out_hw[1], -1) for lv in levels], axis=-1)
+
+
+# --------------------------------------------------------------------------- paper variant
+
+
+def paper_features(features: Sequence[jax.Array], *, out_hw, normalize: bool = True):
+    """``Φ'`` of the paper variant: bilinear resizing; with ``normalize`` each level
+    L2-normalised per pixel and divided by ``√L`` (``f32[g_h g_w, C]``)."""
+    out_hw = (int(out_hw[0]), int(out_hw[1]))
+    levels = []
+    for level in features:
+        level = _resize_linear(jnp.asarray(level, jnp.float32), out_hw)
+        if normalize:
+            norm = jnp.sqrt(jnp.sum(level * level, axis=-1, keepdims=True))
+            level = level / jnp.maximum(norm, 1e-12) / math.sqrt(len(features))
+        levels.append(level)
+    return _flat_levels(levels, out_hw)
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["features", "temperature"],
+    meta_fields=["grid_hw", "chunk"],
+)
+@dataclasses.dataclass(frozen=True)
+class PaperAttention:
+    """``A = softmax_row(Φ'Φ'ᵀ / τ)``, implicit (a pytree: usable under ``jit``/``vmap``).
+
+    Attributes:
+      features: ``f32[n, C]``, ``Φ'`` (:func:`paper_features`).
+      temperature: ``f32[]``, ``τ`` (times ``√C`` without normalisation).
+      grid_hw: ``(g_h, g_w)`` (static). chunk: rows per block (static).
+    """
+
+    features: jax.Array
+    temperature: jax.Array
+    grid_hw: tuple[int, int]
+    chunk: int
+    variant = "paper"
+
+    def apply(self, s_grid):
+        """``(A s)_i = Σ_j A_ij s_j`` on the grid, ``chunk`` rows at a time."""
+        phi = self.features
+        s = jnp.asarray(s_grid, jnp.float32).reshape(phi.shape[0])
+
+        def block(rows):
+            weights = jax.nn.softmax(_affinity(rows, phi) / self.temperature, axis=1)
+            return jnp.matmul(weights, s, precision=_HIGHEST)
+
+        out = jax.lax.map(block, _blocks(phi, self.chunk))
+        return _unblock(out, phi.shape[0]).reshape(self.grid_hw)
+
+    def matrix(self):
+        return jax.nn.softmax(_affinity(self.features, self.features) / self.temperature, axis=1)
+
+    def attend(self, saliency, beta):
+        """``β S + (1 − β) up(A down(S))`` with bilinear ``down``/``up``."""
+        h, w = saliency.shape
+        moved = self.apply(_resize_linear(saliency, self.grid_hw))
+        return beta * saliency + (1.0 - beta) * _resize_linear(moved, (h, w))
+
+
+@functools.partial(jax.jit, static_argnames=("out_hw", "normalize", "chunk"))
+def _build_paper(features, *, out_hw, temperature, normalize, chunk) -> PaperAttention:
+    phi = paper_features(features, out_hw=out_hw, normalize=normalize)
+    n, c = phi.shape
+    tau = jnp.asarray(temperature, jnp.float32) * (1.0 if normalize else math.sqrt(c))
+    return PaperAttention(phi, tau, out_hw, min(chunk, n))
+
+
+# --------------------------------------------------------------------------- reference variant
+
+
+def reference_features(features: Sequence[jax.Array], *, out_hw):
+    """``Φ'`` of the released code: raw levels, nearest resizing (``f32[g_h g_w, C]``)."""
+    out_hw = (int(out_hw[0]), int(out_hw[1]))
+    levels = [_resize_nearest(jnp.asarray(lv, jnp.float32), out_hw) for lv in features]
+    return _flat_levels(levels, out_hw)
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["features", "log_col", "row_norm"],
+    meta_fields=["grid_hw", "chunk"],
+)
+@dataclasses.dataclass(frozen=True)
+class ReferenceAttention:
+    """``A = softmax_dim1(softmax_dim0(Φ'Φ'ᵀ))``, implicit (a pytree).
+
+    Attributes:
+      features: ``f32[n, C]``, ``Φ'`` (:func:`reference_features`).
+      log_col: ``f32[n]``, ``log Σ_i exp(Φ'Φ'ᵀ)_ij`` (the first softmax).
+      row_norm: ``f32[n]``, ``R_i = Σ_j exp(a_ij)`` (the second softmax).
+      grid_hw: ``(g_h, g_w)`` (static). chunk: rows per block (static).
+    """
+
+    features: jax.Array
+    log_col: jax.Array
+    row_norm: jax.Array
+    grid_hw: tuple[int, int]
+    chunk: int
+    variant = "reference"
+
+    def apply(self, s_grid):
+        """``(sᵀA)_j = Σ_i s_i A_ij``, per block of ``j`` from ``A_ij = exp(a_ij) / R_i``,
+        ``a_ij = exp((Φ'Φ'ᵀ)_ij − log_col_j)``."""
+        phi = self.features
+        n = phi.shape[0]
+        s_over_r = jnp.asarray(s_grid, jnp.float32).reshape(n) / self.row_norm
+
+        def block(args):
+            rows, log_col_rows = args  # block J of columns j; Φ'Φ'ᵀ[J, :] = (Φ'Φ'ᵀ[:, J])ᵀ
+            a = jnp.exp(_affinity(rows, phi) - log_col_rows[:, None])  # a[j, i] = a_ij
+            return jnp.matmul(jnp.exp(a), s_over_r, precision=_HIGHEST)
+
+        out = jax.lax.map(block, (_blocks(phi, self.chunk), _blocks(self.log_col, self.chunk)))
+        return _unblock(out, n).reshape(self.grid_hw)
+
+    def matrix(self):
+        aff = _affinity(self.features, self.features)
+        return jax.nn.softmax(jax.nn.softmax(aff, axis=0), axis=1)
+
+    def attend(self, saliency, beta):
+        """``β S + (1 − β) grid_sample(sᵀA)`` of ``INTER_NEAREST``-downsampled ``S``."""
+        h, w = saliency.shape
+        grid = self.grid_hw
+        moved = self.apply(_resize_nearest(saliency, grid))
+        up = jnp.einsum("yg,gk,xk->yx", grid_sample_matrix(grid[0], h), moved,
+                        grid_sample_matrix(grid[1], w), precision=_HIGHEST)
+        return beta * saliency + (1.0 - beta) * up
+
+
 def _reference_norms(features, chunk):
     """Column log-sum-exps of ``Φ'Φ'ᵀ`` and the row sums of ``exp(softmax_dim0(Φ'Φ'ᵀ))``."""
     n = features.shape[0]
@@ -184,6 +271,29 @@ def _reference_norms(features, chunk):
     return log_col, _unblock(jax.lax.map(row_sum, blocks), n)
 
 
+@functools.partial(jax.jit, static_argnames=("out_hw", "chunk"))
+def _build_reference(features, *, out_hw, chunk) -> ReferenceAttention:
+    phi = reference_features(features, out_hw=out_hw)
+    chunk = min(chunk, phi.shape[0])
+    log_col, row_norm = _reference_norms(phi, chunk)
+    return ReferenceAttention(phi, log_col, row_norm, out_hw, chunk)
+
+
+#: Either attention (the two variants' kernels).
+LrpfAttention = PaperAttention | ReferenceAttention
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def feature_matrix(features: Sequence[jax.Array], *, out_hw, variant: str = "paper",
+                   normalize: bool = True) -> jax.Array:
+    """``Φ'`` ``f32[g_h g_w, C]``: the levels resized to ``out_hw`` and concatenated (eq. 9)."""
+    if variant == "reference":
+        return reference_features(features, out_hw=out_hw)
+    return paper_features(features, out_hw=out_hw, normalize=normalize)
+
+
 def lrpf_attention(features: Sequence[jax.Array], *, out_hw, variant: str = "paper",
                    temperature: float = 0.1, normalize: bool = True,
                    chunk: int = 256) -> LrpfAttention:
@@ -194,15 +304,16 @@ def lrpf_attention(features: Sequence[jax.Array], *, out_hw, variant: str = "pap
         axis), e.g. ResNet-50's ``conv1, pool1, layer2, layer3, layer4`` as in the reference.
       out_hw: ``(g_h, g_w)``, the grid the levels are resized to (static; the reference uses
         the finest level, 112² for 224² images).
-      variant: ``"paper"`` (one temperature row-softmax, normalised features) or
-        ``"reference"`` (the released code's double softmax on raw features).
+      variant: ``"paper"`` (:class:`PaperAttention`) or ``"reference"``
+        (:class:`ReferenceAttention`).
       temperature: ``τ > 0`` of the paper variant (ignored by the reference variant).
       normalize: paper variant only: per-level L2 normalisation (see the module docstring).
       chunk: rows per block of the chunked affinity products (static; memory
         ``chunk x n`` floats).
 
     Returns:
-      An :class:`LrpfAttention`; apply it with :func:`attend` or :func:`apply_attention`.
+      A :class:`PaperAttention` or :class:`ReferenceAttention`; apply it with :func:`attend`
+      or :func:`apply_attention`.
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -221,62 +332,25 @@ def lrpf_attention(features: Sequence[jax.Array], *, out_hw, variant: str = "pap
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
     if not isinstance(chunk, (int, np.integer)) or chunk < 1:
         raise ValueError(f"chunk must be an int >= 1, got {chunk!r}")
-    return _build(list(features), out_hw=out_hw, variant=variant, temperature=temperature,
-                  normalize=bool(normalize), chunk=int(chunk))
-
-
-@functools.partial(jax.jit, static_argnames=("out_hw", "variant", "normalize", "chunk"))
-def _build(features, *, out_hw, variant, temperature, normalize, chunk) -> LrpfAttention:
-    phi = feature_matrix(features, out_hw=out_hw, variant=variant, normalize=normalize)
-    n, c = phi.shape
-    chunk = min(chunk, n)
     if variant == "reference":
-        log_col, row_norm = _reference_norms(phi, chunk)
-        tau = jnp.float32(1.0)
-    else:
-        log_col, row_norm = jnp.zeros((n,), jnp.float32), jnp.ones((n,), jnp.float32)
-        tau = jnp.asarray(temperature, jnp.float32) * (1.0 if normalize else math.sqrt(c))
-    return LrpfAttention(phi, log_col, row_norm, tau, out_hw, variant, chunk)
+        return _build_reference(list(features), out_hw=out_hw, chunk=int(chunk))
+    return _build_paper(list(features), out_hw=out_hw, temperature=temperature,
+                        normalize=bool(normalize), chunk=int(chunk))
 
 
 @jax.jit
 def apply_attention(s_grid: jax.Array, attention: LrpfAttention) -> jax.Array:
     """The attention product on the grid: ``f32[g_h, g_w] -> f32[g_h, g_w]``.
 
-    Paper: ``(A s)_i = Σ_j A_ij s_j``. Reference: ``(sᵀA)_j = Σ_i s_i A_ij``, computed per
-    block of ``j`` from ``A_ij = exp(a_ij) / R_i``, ``a_ij = exp((Φ'Φ'ᵀ)_ij − log_col_j)``.
+    Paper: ``(A s)_i = Σ_j A_ij s_j``. Reference: ``(sᵀA)_j = Σ_i s_i A_ij``.
     """
-    phi = attention.features
-    n = phi.shape[0]
-    s = jnp.asarray(s_grid, jnp.float32).reshape(n)
-    blocks = _blocks(phi, attention.chunk)
-    if attention.variant == "reference":
-        log_col_blocks = _blocks(attention.log_col, attention.chunk)
-        s_over_r = s / attention.row_norm
-
-        def block(args):
-            rows, log_col_rows = args  # block J of columns j; Φ'Φ'ᵀ[J, :] = (Φ'Φ'ᵀ[:, J])ᵀ
-            a = jnp.exp(_affinity(rows, phi) - log_col_rows[:, None])  # a[j, i] = a_ij
-            return jnp.matmul(jnp.exp(a), s_over_r, precision=_HIGHEST)
-
-        out = jax.lax.map(block, (blocks, log_col_blocks))
-    else:
-
-        def block(rows):
-            weights = jax.nn.softmax(_affinity(rows, phi) / attention.temperature, axis=1)
-            return jnp.matmul(weights, s, precision=_HIGHEST)
-
-        out = jax.lax.map(block, blocks)
-    return _unblock(out, n).reshape(attention.grid_hw)
+    return attention.apply(s_grid)
 
 
 @jax.jit
 def attention_matrix(attention: LrpfAttention) -> jax.Array:
     """The dense ``f32[n, n]`` attention ``A`` (for tests and small grids only)."""
-    aff = _affinity(attention.features, attention.features)
-    if attention.variant == "reference":
-        return jax.nn.softmax(jax.nn.softmax(aff, axis=0), axis=1)
-    return jax.nn.softmax(aff / attention.temperature, axis=1)
+    return attention.matrix()
 
 
 @jax.jit
@@ -287,17 +361,7 @@ def attend(saliency: jax.Array, attention: LrpfAttention, *, beta=0.5) -> jax.Ar
     image and the attention grid: bilinear for the paper variant; ``INTER_NEAREST`` and
     ``grid_sample`` (bilinear, zero padding) for the reference variant. ``beta`` may be traced.
     """
-    saliency = jnp.asarray(saliency, jnp.float32)
-    h, w = saliency.shape
-    grid = attention.grid_hw
-    if attention.variant == "reference":
-        moved = apply_attention(_resize_nearest(saliency, grid), attention)
-        up = jnp.einsum("yg,gk,xk->yx", grid_sample_matrix(grid[0], h), moved,
-                        grid_sample_matrix(grid[1], w), precision=_HIGHEST)
-    else:
-        moved = apply_attention(_resize_linear(saliency, grid), attention)
-        up = _resize_linear(moved, (h, w))
-    return beta * saliency + (1.0 - beta) * up
+    return attention.attend(jnp.asarray(saliency, jnp.float32), beta)
 
 
 def highest_activated_region(saliency: jax.Array, *, threshold=0.3) -> jax.Array:

@@ -121,12 +121,22 @@ def _iassa_method(name: str, config: IassaConfig, ctx: ModelContext, description
     return Method(name, explain, iassa_num_queries(config, ctx.image_hw), description)
 
 
+IASSA_WINDOWS = 128
+
+
 def _iassa(ctx: ModelContext, num_masks: int | None) -> Method:
-    """Paper variant; LRPF-SA on the model's four deepest stages (the paper's Φ1..Φ4)."""
+    """Paper variant; LRPF-SA on the model's four deepest stages (the paper's Φ1..Φ4).
+
+    The paper's 25-iteration schedule with ``IASSA_WINDOWS`` windows per refinement, so that an
+    explanation costs about what RISE's does (4353 queries at 112², the budget of
+    ``benchmarks/bench_iassa_iterations.py``); the lattice budget of every refinement would
+    cost ~59k."""
     levels = models.get(ctx.name).feature_names[-4:]
-    config = IassaConfig.for_image_size(ctx.image_hw[0], feature_names=levels)
+    config = IassaConfig.for_image_size(ctx.image_hw[0], feature_names=levels,
+                                        windows_per_iteration=IASSA_WINDOWS)
     return _iassa_method("iassa", config, ctx,
-                         f"IASSA (paper variant), k={config.iterations}, stages {levels}")
+                         f"IASSA (paper variant), k={config.iterations}, "
+                         f"{IASSA_WINDOWS} windows per refinement, stages {levels}")
 
 
 def _iassa_reference(ctx: ModelContext, num_masks: int | None) -> Method:
