@@ -119,6 +119,9 @@ def evaluate_section(lines, name, title):
               "absorbs the first image's compilation).", "", d["table_md"], "",
               f"Measured on {_env(d)}; {d['wall_s_this_call']:.0f} s for the whole call. "
               f"Command: `{d['command']}`.", ""]
+    for r in d.get("rows_replaced", []):
+        lines += [f"The `{r['method']}` row was re-measured on the same images after {r['why']}: "
+                  f"`{r['command']}` ({r['note']}).", ""]
 
 
 def classifiers_section(lines):

@@ -698,6 +698,10 @@ def iassa(key, model_fn, image, target, *, config: IassaConfig = IassaConfig(), 
     Returns:
       ``f32[h, w]``, or ``(f32[h, w], f32[k + 1, h, w])`` with ``return_iterations``.
 
+    Under ``jax.vmap`` over images the result is the same, but the compiled call runs the
+    window chunks of the largest iteration at every iteration (measured 5.5x the time per image
+    for the main job's 25-iteration setting at 112²); explaining image by image avoids it.
+
     Examples:
       >>> import jax, jax.numpy as jnp
       >>> import saliency_jax as sj

@@ -384,13 +384,13 @@ def _keys(seed: int, indices, name: str):
 
 
 class _BatchedMethod:
-    """One method as ``jit(vmap(explain))`` over a batch of images; image by image (eagerly)
-    if the explainer cannot be traced under ``vmap``."""
+    """One method as ``jit(vmap(explain))`` over a batch of images; image by image if the
+    method is not ``vmappable`` or its explainer cannot be traced under ``vmap``."""
 
     def __init__(self, method, seed: int):
         self.method = method
         self.seed = seed
-        self.vmapped = True
+        self.vmapped = method.vmappable
 
         def one(model_fn, key, image, target):
             if method.explain_counted is None:
