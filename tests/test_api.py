@@ -84,6 +84,7 @@ def test_explainer_signature_follows_the_convention(name):
         assert p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty, p
     rest = params[len(positional):]
     assert rest and all(p.kind is p.KEYWORD_ONLY for p in rest), "options must be keyword-only"
+    assert inspect.signature(fn).parameters["model_fn"].annotation in (sj.ModelFn, "ModelFn")
     config = inspect.signature(fn).parameters["config"]
     assert config.kind is config.KEYWORD_ONLY
     config_type = type(config.default)

@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from saliency_jax._src import masks, sharding, validation
+from saliency_jax._src.model_fn import ModelFn
 
 UPSAMPLE_METHODS = ("linear", "mirror")
 
@@ -83,7 +84,7 @@ def _gradcam(cam_model, image, target, *, upsample):
     return _resize(cam, image.shape[:2], upsample)
 
 
-def gradcam(key, model_fn, image, target, *, cam_model, config: GradCamConfig = GradCamConfig()):
+def gradcam(key, model_fn: ModelFn, image, target, *, cam_model, config: GradCamConfig = GradCamConfig()):
     """The Grad-CAM map of class ``target``, up-sampled to the image: ``f32[h, w]`` (>= 0).
 
     Args:

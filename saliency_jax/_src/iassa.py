@@ -145,7 +145,7 @@ import numpy as np
 
 from saliency_jax._src import attention as lrpf
 from saliency_jax._src import baselines, sharding, validation
-from saliency_jax._src.model_fn import as_pytree_fn
+from saliency_jax._src.model_fn import ModelFn, as_pytree_fn
 
 #: The image size the paper's pixel settings are for.
 REFERENCE_SIZE = 224
@@ -671,7 +671,7 @@ def _check_features(features_fn, image_hw, config):
     return names, (int(grid[0]), int(grid[1]))
 
 
-def iassa(key, model_fn, image, target, *, config: IassaConfig = IassaConfig(), features_fn,
+def iassa(key, model_fn: ModelFn, image, target, *, config: IassaConfig = IassaConfig(), features_fn,
           baseline=None, return_iterations: bool = False):
     """The IASSA saliency map of class ``target``: ``f32[h, w]`` (Vasu & Long, WACV 2020).
 

@@ -54,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from saliency_jax._src import baselines, sharding, validation
-from saliency_jax._src.model_fn import as_pytree_fn
+from saliency_jax._src.model_fn import ModelFn, as_pytree_fn
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -299,7 +299,7 @@ def _check_segments(segments, hw, max_segments):
         )
 
 
-def lime(key, model_fn, image, target, *, config: LimeConfig = LimeConfig(), segments=None,
+def lime(key, model_fn: ModelFn, image, target, *, config: LimeConfig = LimeConfig(), segments=None,
          baseline=None):
     """The LIME map of class ``target``, each superpixel painted with its weight: ``f32[h, w]``.
 
@@ -340,7 +340,7 @@ def lime(key, model_fn, image, target, *, config: LimeConfig = LimeConfig(), seg
     return _paint(fit.coef, operands[4])  # operands[4]: the segments
 
 
-def lime_fit(key, model_fn, image, target, *, config: LimeConfig = LimeConfig(), segments=None,
+def lime_fit(key, model_fn: ModelFn, image, target, *, config: LimeConfig = LimeConfig(), segments=None,
              baseline=None) -> LimeFit:
     """The LIME surrogate itself (per-superpixel weights and intercept); arguments as :func:`lime`.
 

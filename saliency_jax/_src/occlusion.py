@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from saliency_jax._src import baselines, sharding, validation
-from saliency_jax._src.model_fn import as_pytree_fn
+from saliency_jax._src.model_fn import ModelFn, as_pytree_fn
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -156,7 +156,7 @@ def _occlusion(model_fn, image, target, baseline, *, window, stride, batch_size)
     return jnp.where(count > 0, total / jnp.maximum(count, 1.0), 0.0)
 
 
-def occlusion(key, model_fn, image, target, *, config: OcclusionConfig = OcclusionConfig(),
+def occlusion(key, model_fn: ModelFn, image, target, *, config: OcclusionConfig = OcclusionConfig(),
               baseline=None):
     """The sliding-window occlusion map of class ``target``: ``f32[h, w]``.
 

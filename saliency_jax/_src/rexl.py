@@ -37,7 +37,7 @@ import numpy as np
 
 from saliency_jax._src import masks, sharding, validation
 from saliency_jax._src import rexl_env as rl_env
-from saliency_jax._src.model_fn import as_pytree_fn
+from saliency_jax._src.model_fn import ModelFn, as_pytree_fn
 from saliency_jax._src.rl import networks
 
 
@@ -221,7 +221,7 @@ def check_agent_params(agent_params, features_fn, image_hw, config: RexlConfig) 
         )
 
 
-def rexl(key, model_fn, image, target, *, config: RexlConfig = DEFAULT_CONFIG, agent_params,
+def rexl(key, model_fn: ModelFn, image, target, *, config: RexlConfig = DEFAULT_CONFIG, agent_params,
          features_fn, baseline=None, deterministic=True) -> jax.Array:
     """RExL saliency of ``image`` for class ``target``: ``f32[h, w]`` in [0, 1].
 

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from saliency_jax._src import baselines, masks, sharding, validation
-from saliency_jax._src.model_fn import as_pytree_fn
+from saliency_jax._src.model_fn import ModelFn, as_pytree_fn
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -154,7 +154,7 @@ def _prepare(model_fn, image, config, baseline):
     return jnp.asarray(image, jnp.float32), baseline, num_classes, static
 
 
-def rise(key, model_fn, image, target, *, config: RiseConfig = DEFAULT_CONFIG, baseline=None):
+def rise(key, model_fn: ModelFn, image, target, *, config: RiseConfig = DEFAULT_CONFIG, baseline=None):
     """The RISE saliency map of class ``target``: ``f32[h, w]``.
 
     ``S(λ) = 1/(N·p) Σ_i f_target(I ⊙ M_i) M_i(λ)`` over ``N = config.num_masks`` masks drawn
@@ -193,7 +193,7 @@ def rise(key, model_fn, image, target, *, config: RiseConfig = DEFAULT_CONFIG, b
     return _rise_target(*operands, **static)
 
 
-def rise_all_classes(key, model_fn, image, *, config: RiseConfig = DEFAULT_CONFIG, baseline=None):
+def rise_all_classes(key, model_fn: ModelFn, image, *, config: RiseConfig = DEFAULT_CONFIG, baseline=None):
     """RISE maps of every class from one set of ``N`` forward passes: ``f32[k, h, w]``.
 
     ``rise_all_classes(...)[c]`` equals ``rise(..., target=c)`` with the same key (up to float

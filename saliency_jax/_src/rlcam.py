@@ -49,7 +49,7 @@ import numpy as np
 
 from saliency_jax._src import baselines, masks, sharding, validation
 from saliency_jax._src import rlcam_env as env
-from saliency_jax._src.model_fn import as_pytree_fn
+from saliency_jax._src.model_fn import ModelFn, as_pytree_fn
 from saliency_jax._src.rexl_env import check_grid
 from saliency_jax._src.rl import networks
 from saliency_jax._src.rlcam_env import RlcamConfig
@@ -201,7 +201,7 @@ def _prepare(model_fn, image, target, config, baseline):
             jnp.float32(config.size_penalty), static)
 
 
-def rlcam_explain(key, model_fn, image, target, *, config: RlcamConfig = RlcamConfig(),
+def rlcam_explain(key, model_fn: ModelFn, image, target, *, config: RlcamConfig = RlcamConfig(),
                   agent_params, baseline=None, deterministic=True) -> RlcamResult:
     """One RL-CAM episode of a trained agent on ``image`` for class ``target``.
 
@@ -242,7 +242,7 @@ def rlcam_explain(key, model_fn, image, target, *, config: RlcamConfig = RlcamCo
     return _episode(*operands, layers=(config.pi_layers, config.vf_layers), **static)
 
 
-def rlcam(key, model_fn, image, target, *, config: RlcamConfig = RlcamConfig(), agent_params,
+def rlcam(key, model_fn: ModelFn, image, target, *, config: RlcamConfig = RlcamConfig(), agent_params,
           baseline=None, deterministic=True) -> jax.Array:
     """The RL-CAM saliency map: the credit map of :func:`rlcam_explain`'s episode.
 
@@ -277,7 +277,7 @@ def rlcam(key, model_fn, image, target, *, config: RlcamConfig = RlcamConfig(), 
                          baseline=baseline, deterministic=deterministic).saliency
 
 
-def rlcam_mask(key, model_fn, image, target, *, config: RlcamConfig = RlcamConfig(),
+def rlcam_mask(key, model_fn: ModelFn, image, target, *, config: RlcamConfig = RlcamConfig(),
                agent_params, baseline=None, deterministic=True) -> jax.Array:
     """The RL-CAM localisation mask: the final patch mask of :func:`rlcam_explain`'s episode.
 
@@ -313,7 +313,7 @@ def rlcam_mask(key, model_fn, image, target, *, config: RlcamConfig = RlcamConfi
                          baseline=baseline, deterministic=deterministic).mask
 
 
-def rlcam_greedy_explain(key, model_fn, image, target, *, config: RlcamConfig = RlcamConfig(),
+def rlcam_greedy_explain(key, model_fn: ModelFn, image, target, *, config: RlcamConfig = RlcamConfig(),
                          baseline=None) -> RlcamResult:
     """The greedy look-ahead baseline of RL-CAM (no learning; module doc): at each step the
     action with the best look-ahead objective.
@@ -351,7 +351,7 @@ def rlcam_greedy_explain(key, model_fn, image, target, *, config: RlcamConfig = 
     return _episode(*operands, layers=None, **static)
 
 
-def rlcam_greedy(key, model_fn, image, target, *, config: RlcamConfig = RlcamConfig(),
+def rlcam_greedy(key, model_fn: ModelFn, image, target, *, config: RlcamConfig = RlcamConfig(),
                  baseline=None) -> jax.Array:
     """The greedy baseline's saliency map (the credit map of :func:`rlcam_greedy_explain`).
 

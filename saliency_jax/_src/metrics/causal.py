@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from saliency_jax._src import baselines, sharding, validation
-from saliency_jax._src.model_fn import as_pytree_fn
+from saliency_jax._src.model_fn import ModelFn, as_pytree_fn
 
 SUBSTRATES = ("baseline", "blur", "noise")
 
@@ -229,13 +229,13 @@ _ARGS_DOC = """
     """
 
 
-def deletion(model_fn, image, saliency, target=None, *, step: int = 224,
+def deletion(model_fn: ModelFn, image, saliency, target=None, *, step: int = 224,
              substrate="baseline", baseline=None, key=None, batch_size: int = 32) -> Curve:
     return _causal(model_fn, image, saliency, target, step=step, substrate=substrate,
                    baseline=baseline, key=key, batch_size=batch_size, insert=False)
 
 
-def insertion(model_fn, image, saliency, target=None, *, step: int = 224,
+def insertion(model_fn: ModelFn, image, saliency, target=None, *, step: int = 224,
               substrate="blur", baseline=None, key=None, batch_size: int = 32) -> Curve:
     return _causal(model_fn, image, saliency, target, step=step, substrate=substrate,
                    baseline=baseline, key=key, batch_size=batch_size, insert=True)
