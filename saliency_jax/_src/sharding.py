@@ -66,6 +66,18 @@ def _local_sum(fn, operands, chunk_ids, *, num_items: int, chunk: int):
     return total
 
 
+def _plan(num_items: int, chunk_size: int, devices):
+    """``(chunk, devices, chunk_ids)``: the chunk size (clamped to ``N``), the devices, and the
+    chunk indices, the same number per device (the padding chunks are all invalid), so the
+    mesh is always all the devices, matching what :func:`replicate` puts the operands on."""
+    if num_items < 1 or chunk_size < 1:
+        raise ValueError(f"num_items and chunk_size must be >= 1, got {num_items}, {chunk_size}")
+    chunk = min(int(chunk_size), int(num_items))
+    devices = _devices(devices)
+    per_device = math.ceil(math.ceil(num_items / chunk) / len(devices))
+    return chunk, devices, jnp.arange(len(devices) * per_device, dtype=jnp.int32)
+
+
 def sharded_chunk_sum(
     fn: Callable,
     operands,
@@ -93,15 +105,7 @@ def sharded_chunk_sum(
     Returns:
       The pytree ``fn`` returns, summed over all valid items (replicated).
     """
-    if num_items < 1 or chunk_size < 1:
-        raise ValueError(f"num_items and chunk_size must be >= 1, got {num_items}, {chunk_size}")
-    chunk = min(int(chunk_size), int(num_items))
-    num_chunks = math.ceil(num_items / chunk)
-    devices = _devices(devices)
-    # Every device takes the same number of chunks (the padding chunks are all invalid), so
-    # the mesh is always all the devices, matching what replicate() puts the operands on.
-    per_device = math.ceil(num_chunks / len(devices))
-    chunk_ids = jnp.arange(len(devices) * per_device, dtype=jnp.int32)
+    chunk, devices, chunk_ids = _plan(num_items, chunk_size, devices)
 
     if len(devices) == 1:
         return _local_sum(fn, operands, chunk_ids, num_items=num_items, chunk=chunk)
@@ -270,13 +274,7 @@ def sharded_item_map(
     Returns:
       The pytree ``fn`` returns, each leaf with leading axis ``num_items`` (replicated).
     """
-    if num_items < 1 or chunk_size < 1:
-        raise ValueError(f"num_items and chunk_size must be >= 1, got {num_items}, {chunk_size}")
-    chunk = min(int(chunk_size), int(num_items))
-    num_chunks = math.ceil(num_items / chunk)
-    devices = _devices(devices)
-    per_device = math.ceil(num_chunks / len(devices))
-    chunk_ids = jnp.arange(len(devices) * per_device, dtype=jnp.int32)
+    chunk, devices, chunk_ids = _plan(num_items, chunk_size, devices)
 
     def local_map(operands, local_ids):
         def body(_, chunk_id):
