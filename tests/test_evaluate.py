@@ -1,6 +1,7 @@
 """The main job: table, figures, resumability, and refusal to mix or overwrite results."""
 
 import json
+import re
 
 import jax
 import numpy as np
@@ -149,10 +150,10 @@ def test_more_methods_and_images_reuse_what_is_done(tmp_path, model_fn, dataset)
 def test_other_arguments_in_the_same_directory_are_refused(tmp_path, model_fn, dataset):
     ev.run_evaluate(_config(num_images=1, methods=("random",)), tmp_path, model_fn=model_fn,
                     dataset=dataset, progress=False)
-    with pytest.raises(ValueError, match="different arguments.*num_masks"):
+    with pytest.raises(ValueError, match="other settings.*num_masks: 32 there, 64 now"):
         ev.run_evaluate(_config(num_images=1, num_masks=64), tmp_path, model_fn=model_fn,
                         dataset=dataset, progress=False)
-    with pytest.raises(ValueError, match="different arguments.*seed"):
+    with pytest.raises(ValueError, match="other settings.*seed: 0 there, 1 now"):
         ev.run_evaluate(_config(num_images=1, seed=1), tmp_path, model_fn=model_fn,
                         dataset=dataset, progress=False)
 
@@ -217,3 +218,83 @@ def test_random_map_is_worse_than_rise_on_a_region_model(tmp_path):
     assert summary["rise"]["metrics"]["pointing"]["mean"] == 1.0
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["summary"]["rise"]["queries"] == 256
+
+
+def test_reordered_methods_and_more_images_compute_only_the_missing_pairs(tmp_path, model_fn,
+                                                                          dataset, capsys):
+    """The README's sequence: a run, then another method set, another order, more images."""
+    first = ev.run_evaluate(_config(num_images=2, methods=("random", "occlusion")), tmp_path,
+                            model_fn=model_fn, dataset=dataset, progress=False)
+    assert len(_lines(tmp_path)) == 4
+    # Same methods in another order and one more image: only image 2's two records are added.
+    again = ev.run_evaluate(_config(num_images=3, methods=("occlusion", "random")), tmp_path,
+                            model_fn=model_fn, dataset=dataset, progress=False)
+    records = [json.loads(line) for line in _lines(tmp_path)]
+    assert len(records) == 6
+    assert sorted((r["index"], r["method"]) for r in records[4:]) == [(2, "occlusion"),
+                                                                     (2, "random")]
+    assert list(again) == ["occlusion", "random"]  # the table follows the order asked for
+    assert again["random"]["num_images"] == 3
+    assert first["occlusion"]["metrics"] != again["occlusion"]["metrics"]  # 3 images now
+    # One method of those: nothing new is computed; num_masks None is RISE's default N.
+    ev.run_evaluate(_config(num_images=3, methods=("random",)), tmp_path, model_fn=model_fn,
+                    dataset=dataset, progress=False)
+    assert len(_lines(tmp_path)) == 6
+
+
+def test_unset_num_masks_is_the_default_n(tmp_path, model_fn, dataset):
+    from saliency_jax.app import methods
+
+    default = methods.FACTORIES["rise"](methods.ModelContext("tiny", {}, (SIZE, SIZE)), None)
+    ev.run_evaluate(_config(num_images=1, methods=("random",), num_masks=None), tmp_path,
+                    model_fn=model_fn, dataset=dataset, progress=False)
+    # The same N given explicitly is the same setting; another N is refused.
+    ev.run_evaluate(_config(num_images=1, methods=("random",), num_masks=default.queries),
+                    tmp_path, model_fn=model_fn, dataset=dataset, progress=False)
+    with pytest.raises(ValueError, match=f"num_masks: {default.queries} there, 7 now"):
+        ev.run_evaluate(_config(num_images=1, methods=("random",), num_masks=7), tmp_path,
+                        model_fn=model_fn, dataset=dataset, progress=False)
+
+
+def test_constant_maps_get_a_warning_that_says_why(tmp_path, dataset, capsys):
+    import jax.numpy as jnp
+
+    def flat_model(images):  # ignores its input: every perturbation gives the same score
+        return jnp.full((images.shape[0], 3), 1 / 3) + 0 * jnp.mean(images)
+
+    ev.run_evaluate(_config(num_images=2, methods=("occlusion", "random")), tmp_path,
+                    model_fn=flat_model, dataset=dataset, progress=False)
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("warning:")]
+    assert lines == ["warning: 2 occlusion map(s) are constant (they rank no pixel above "
+                     "another): no occluding window changed the score"]
+
+
+def test_progress_prints_an_estimate_and_compiling_notes(tmp_path, model_fn, dataset, capsys):
+    ev.run_evaluate(_config(num_images=1, methods=("random",)), tmp_path, model_fn=model_fn,
+                    dataset=dataset, progress=True)
+    err = capsys.readouterr().err
+    assert "measuring tiny's forward rate" in err
+    assert re.search(r"estimate: about \d+ s for 1 image\(s\) at \d+ images/s", err)
+    assert "compiling and running random" in err
+
+
+def test_estimate_is_queries_over_throughput():
+    from saliency_jax.app import methods
+
+    config = _config()
+    method_list = methods.build_methods(("rise", "random"), methods.ModelContext(
+        "tiny", {}, (SIZE, SIZE)), num_masks=32)
+    est = ev.estimate(config, method_list, 10, throughput=100.0)
+    curves = 2 * (-(-SIZE * SIZE // config.step) + 1)
+    assert est["per_image"] == {"rise": (32 + curves) / 100.0, "random": curves / 100.0}
+    assert est["total"] == pytest.approx(10 * (32 + 2 * curves) / 100.0)
+
+
+def test_examples_figure_shows_every_image(tmp_path, model_fn):
+    from PIL import Image
+
+    many = [shapes.render_example(0, "test", i, image_size=SIZE) for i in range(8)]
+    ev.run_evaluate(_config(num_images=8, methods=("random",)), tmp_path, model_fn=model_fn,
+                    dataset=many, progress=False)
+    with Image.open(tmp_path / "examples.png") as im:
+        assert im.height >= 8 * 2.0 * 100  # eight rows of 2-inch panels at 100 dpi

@@ -47,6 +47,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -274,6 +275,18 @@ def _prepare(model_fn, image, target, config, segments, baseline):
     return args, static
 
 
+def _warn_single_segment(segments, *, given: bool) -> None:
+    """A single superpixel gives a constant map (one weight painted everywhere): say why."""
+    if isinstance(segments, jax.core.Tracer) or int(np.max(np.asarray(segments))) > 0:
+        return
+    h, w = np.shape(segments)
+    source = ("the segments given have a single label" if given else
+              f"quickshift found a single superpixel on this {h} x {w} image (too small or too "
+              "uniform for its kernel)")
+    warnings.warn(f"lime: {source}, so the map is constant; pass segments= with several "
+                  "superpixels, or a larger image", stacklevel=3)
+
+
 def _check_segments(segments, hw, max_segments):
     shape = tuple(np.shape(segments))
     if shape != tuple(hw):
@@ -335,6 +348,7 @@ def lime(key, model_fn: ModelFn, image, target, *, config: LimeConfig = LimeConf
     """
     model_fn = as_pytree_fn(model_fn)
     args, static = _prepare(model_fn, image, target, config, segments, baseline)
+    _warn_single_segment(args[2], given=segments is not None)
     operands = sharding.replicate((key, model_fn, *args))
     fit = _lime_fit(*operands, **static)
     return _paint(fit.coef, operands[4])  # operands[4]: the segments

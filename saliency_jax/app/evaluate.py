@@ -21,9 +21,10 @@ other processes while it runs: a killed process loses only its own unfinished ba
 **Store** (``out_dir``):
 
 * ``run.json``: the arguments that change results (dataset, split, model, checkpoint, image
-  size, seed, number of masks, target rule, IoU threshold). Another run with different ones
-  is refused; the methods, the number of images, the batch size and the process count may
-  change freely.
+  size, seed, number of masks (``None`` = RISE's default N), target rule, IoU threshold).
+  Another run with different ones is refused, naming them; the methods, their order, the
+  number of images, the batch size and the process count may change freely: only the missing
+  (image, method) records are computed.
 * ``maps/<method>/``: a zarr array (tensorstore) ``float32[len(dataset), h, w]``, chunk = one
   map, compressed; every process writes its own chunks concurrently. Unwritten maps read NaN.
   float32 keeps the maps exact; at ImageNet scale (224², 50 000 images) that is ~10 GB per
@@ -34,8 +35,9 @@ other processes while it runs: a killed process loses only its own unfinished ba
   (image, method) with a record (in any process's file), so adding a method or raising
   ``num_images`` reuses what is done. A torn last line (a kill mid-write) is ignored, and cut
   off the process's own file before it appends again; a corrupt line elsewhere stops the run.
-* ``results.json``, ``table.md``, ``examples.png``, ``curves.png``: the merged table of the
-  first ``num_images`` images (:func:`merge`), written when every record is there: by the only
+* ``results.json``, ``table.md``, ``examples.png`` (every image up to :data:`EXAMPLE_ROWS`,
+  the selection stated in its title), ``curves.png``: the merged table of the first
+  ``num_images`` images (:func:`merge`), written when every record is there: by the only
   process, by process 0 after a barrier under ``jax.distributed``, or by whichever process of
   an uncoordinated job finishes last; ``saliency-jax evaluate --merge`` writes it on its own.
 """
@@ -59,6 +61,7 @@ import numpy as np
 from saliency_jax import metrics, sharding
 from saliency_jax._src.metrics import aggregate
 from saliency_jax.app import methods
+from saliency_jax.app import progress as _progress
 
 RECORD_VERSION = 3
 METRIC_KEYS = ("deletion", "insertion", "pointing", "iou", "f1", "precision", "recall")
@@ -118,10 +121,42 @@ def _check_config(config: EvaluateConfig) -> None:
         raise ValueError(f"target must be 'auto', 'label' or 'top1', got {config.target!r}")
 
 
+CONSTANT_MAP_REASONS = {
+    "rise": "every masked image got the same score (p_keep = 1 keeps every pixel, or the model "
+            "ignores what the masks hide)",
+    "lime": "quickshift found a single superpixel (the image is too small or too uniform), or "
+            "the score did not change with any superpixel switched off",
+    "occlusion": "no occluding window changed the score",
+    "gradcam": "the class score's gradient at the chosen stage is zero or negative everywhere",
+}
+
+
+def constant_map_reason(name: str) -> str:
+    """Why ``name``'s map can come out constant: it ranks no pixel above another, and its
+    deletion and insertion curves then follow the tie rule alone."""
+    return CONSTANT_MAP_REASONS.get(
+        name, "the target score did not change under any perturbation the method made")
+
+
+def _effective_num_masks(config: EvaluateConfig) -> int:
+    """The RISE N a run uses (``None`` means the registry's default)."""
+    if config.num_masks is not None:
+        return config.num_masks
+    ctx = methods.ModelContext(config.model, {}, (config.image_size, config.image_size))
+    return methods.FACTORIES["rise"](ctx, None).queries
+
+
 def _check_run_dir(out: pathlib.Path, config: EvaluateConfig) -> None:
-    """Bind ``out`` to the result-changing arguments, or refuse a mismatch (any process)."""
+    """Bind ``out`` to the result-changing arguments, or refuse a mismatch (any process).
+
+    Only arguments that change a record's values bind it: the methods, their order, the number
+    of images, the batch size and the process count do not, so runs accumulate (image x method
+    records). A setting that changes results (seed, N, model, ...) is refused rather than mixed
+    in: its records would be indistinguishable from the ones there, and a table over both would
+    silently average two protocols."""
     run_file = out / "run.json"
     full = _canonical(config)
+    full["num_masks"] = _effective_num_masks(config)
     wanted = {"version": RECORD_VERSION, "config": {k: full[k] for k in RESULT_FIELDS}}
     if run_file.exists():
         try:
@@ -141,9 +176,10 @@ def _check_run_dir(out: pathlib.Path, config: EvaluateConfig) -> None:
                 for k, v in wanted["config"].items()
                 if found.get("config", {}).get(k) != v
             }
+            options = ", ".join(f"{k}: {f!r} there, {w!r} now" for k, (f, w) in diff.items())
             raise ValueError(
-                f"{out} holds results from different arguments {diff} (found, wanted); "
-                "use another --out directory or the same arguments"
+                f"{out} holds results computed with other settings ({options}); give another "
+                "--out for these settings, or the same settings to add methods or images there"
             )
     else:
         out.mkdir(parents=True, exist_ok=True)
@@ -489,6 +525,8 @@ def _evaluate_shard(out, config, method_list, model_fn, dataset, todo, done, wri
     runners = runners or {m.name: _BatchedMethod(m, config.seed) for m in method_list}
     metrics_fn = _metrics_fn(config)
     batches = [todo[i:i + config.batch_size] for i in range(0, len(todo), config.batch_size)]
+    compiled = set()
+    constant = {}
     for batch in _prefetch(dataset, batches, config.batch_size, hw):
         targets = _targets(model_fn, batch, config.target)
         valid_rows = np.flatnonzero(batch["valid"])
@@ -496,6 +534,10 @@ def _evaluate_shard(out, config, method_list, model_fn, dataset, todo, done, wri
             rows = [r for r in valid_rows if (int(batch["indices"][r]), method.name) not in done]
             if not rows:
                 continue
+            if bar is not None:
+                bar.set_postfix_str(f"{'compiling and ' if method.name not in compiled else ''}"
+                                    f"running {method.name}", refresh=True)
+            compiled.add(method.name)
             t0 = time.perf_counter()
             maps, queries = jax.block_until_ready(
                 runners[method.name](model_fn, batch["indices"], batch["images"], targets))
@@ -503,6 +545,10 @@ def _evaluate_shard(out, config, method_list, model_fn, dataset, todo, done, wri
             values = jax.device_get(metrics_fn(model_fn, batch["images"], maps, targets,
                                                batch["gt"]))
             maps, queries = np.asarray(maps), np.asarray(queries)
+            flat = maps[rows].reshape(len(rows), -1)
+            count = int(np.sum(flat.max(axis=1) == flat.min(axis=1)))
+            if count:
+                constant[method.name] = constant.get(method.name, 0) + count
             store = stores[method.name]
             writes = [store[int(batch["indices"][r])].write(maps[r]) for r in rows]
             for w in writes:
@@ -511,6 +557,36 @@ def _evaluate_shard(out, config, method_list, model_fn, dataset, todo, done, wri
                                   queries[r], values, r, batch["has_mask"][r]) for r in rows])
         if bar is not None:
             bar.update(len(valid_rows))
+    if bar is not None:
+        bar.set_postfix_str("")
+    for name, count in constant.items():
+        print(f"warning: {count} {name} map(s) are constant (they rank no pixel above another): "
+              f"{constant_map_reason(name)}", flush=True)
+
+
+def estimate(config: EvaluateConfig, method_list, num_images: int, throughput: float) -> dict:
+    """Seconds to expect: ``queries / throughput`` per method and image (the explanation's
+    ``method.queries`` plus both curves' steps), compilation and host work left out."""
+    curves = _progress.metric_queries((config.image_size,) * 2, config.step)
+    per_image = {m.name: (m.queries + curves) / throughput for m in method_list}
+    return {"per_image": per_image, "total": num_images * sum(per_image.values()),
+            "throughput": throughput}
+
+
+def _announce(config, method_list, model_fn, num_images: int) -> None:
+    device = jax.devices()[0].platform
+    _progress.note(f"measuring {config.model}'s forward rate on this {device} (one compile) ...")
+    rate = _progress.forward_throughput(model_fn, (config.image_size,) * 2)
+    est = estimate(config, method_list, num_images, rate)
+    slowest = sorted(est["per_image"].items(), key=lambda kv: -kv[1])[:3]
+    parts = ", ".join(f"{n} {_progress.format_duration(t)}" for n, t in slowest)
+    _progress.note(f"estimate: about {_progress.format_duration(est['total'])} for {num_images} "
+                  f"image(s) at {rate:.0f} images/s (per image: {parts}), plus compilation")
+    for m in method_list:
+        text = _progress.slow_note(m.name, m.queries, est["per_image"][m.name], device=device,
+                                  num_masks=m.queries if m.name == "rise" else None)
+        if text:
+            _progress.note(text)
 
 
 def summarize(entries: dict, method_list) -> dict:
@@ -536,6 +612,9 @@ def summarize(entries: dict, method_list) -> dict:
         }
     return summary
 
+
+EXAMPLE_ROWS = 16
+"""``examples.png`` shows every evaluated image up to this many (the first ones beyond)."""
 
 COLUMNS = (("deletion", "Deletion ↓"), ("insertion", "Insertion ↑"), ("pointing", "Pointing ↑"),
            ("iou", "IoU ↑"), ("f1", "F1 ↑"), ("precision", "Precision"), ("recall", "Recall"))
@@ -589,10 +668,12 @@ def merge(config: EvaluateConfig, out_dir, *, method_list, dataset) -> dict:
     tmp = out / f".table.md.{os.getpid()}.tmp"
     tmp.write_text(table + "\n")
     tmp.replace(out / "table.md")
-    shown = range(min(6, config.num_images))
+    shown = range(min(EXAMPLE_ROWS, config.num_images))
     examples = [dataset[i] for i in shown]
     maps = {i: {n: read_map(out, n, i) for n in names} for i in shown}
-    _atomic_figure(out / "examples.png", plots.example_grid, examples, maps, names)
+    targets = [records[(i, names[0])]["target"] for i in shown] if names else None
+    _atomic_figure(out / "examples.png", plots.example_grid, examples, maps, names,
+                   getattr(dataset, "class_names", None), targets, config.num_images)
     _atomic_figure(out / "curves.png", plots.curves, summary)
     return summary
 
@@ -649,6 +730,8 @@ def run_evaluate(config: EvaluateConfig, out_dir, *, model_fn, dataset, context=
         bar = None
         if progress and todo:
             from tqdm.auto import tqdm
+
+            _announce(config, method_list, _as_partial(model_fn), len(todo))
             bar = tqdm(total=len(todo), desc=f"evaluate [{process_index}/{process_count}]",
                        unit="image")
         model_fn = _as_partial(model_fn)

@@ -254,28 +254,33 @@ def train_classifier(config: ClassifierTrainConfig, out_dir, *, key=None, progre
     bar = _progress(config.num_steps, done, progress)
     t1 = time.perf_counter()
     window = []
-    for _ in range(done, stop):
-        state, metrics = step_fn(state, run_key, images, labels)
-        window.append(metrics)
-        if int(state.step) % config.steps_per_checkpoint == 0:
-            manager.save(int(state.step), args=ocp.args.StandardSave(state))
-            last = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
-            held_out = evaluate_accuracy(
-                models.classifier(config.model, {"params": state.params,
-                                                 "batch_stats": state.batch_stats}),
-                test["image"], test["label"])
-            history.append({"step": int(state.step), **last, "test_accuracy": held_out})
-            window = []
-            if bar is not None:
-                bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['accuracy']:.3f}",
-                                test_acc=f"{held_out:.3f}")
-            else:
-                print(json.dumps(history[-1]), flush=True)
-        if bar is not None:
-            bar.update(1)
-    manager.wait_until_finished()
     if bar is not None:
-        bar.close()
+        bar.set_postfix_str("compiling the training step ...")
+    try:  # a Ctrl-C keeps the last checkpoint: its (async) save is finished first
+        for _ in range(done, stop):
+            state, metrics = step_fn(state, run_key, images, labels)
+            window.append(metrics)
+            if int(state.step) % config.steps_per_checkpoint == 0:
+                manager.save(int(state.step), args=ocp.args.StandardSave(state))
+                last = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+                held_out = evaluate_accuracy(
+                    models.classifier(config.model, {"params": state.params,
+                                                     "batch_stats": state.batch_stats}),
+                    test["image"], test["label"])
+                history.append({"step": int(state.step), **last, "test_accuracy": held_out})
+                window = []
+                if bar is not None:
+                    bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['accuracy']:.3f}",
+                                    test_acc=f"{held_out:.3f}")
+                else:
+                    print(json.dumps(history[-1]), flush=True)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        manager.wait_until_finished()
+        manager.close()
+        if bar is not None:
+            bar.close()
     train_seconds = time.perf_counter() - t1
     if int(state.step) < config.num_steps:
         return None, None

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import json
 import pathlib
+import re
 import time
 
 import jax
@@ -46,8 +47,18 @@ def load_agent(path) -> tuple[dict, dict]:
     path = pathlib.Path(path).expanduser().resolve()
     if not (path / "params").exists() or not (path / "agent.json").exists():
         raise ValueError(f"{path} is not an agent folder (expected params/ and agent.json)")
-    params = ocp.StandardCheckpointer().restore(path / "params")
-    return params, json.loads((path / "agent.json").read_text())
+    try:
+        params = ocp.StandardCheckpointer().restore(path / "params")
+        meta = json.loads((path / "agent.json").read_text())
+    except Exception as err:
+        if isinstance(err, ValueError) and not re.match(r"^[A-Z][A-Z_]+: ", str(err)):
+            raise  # not tensorstore's "OUT_OF_RANGE: ..." of a damaged file
+        first = (str(err).strip().splitlines() or [""])[0][:160]
+        raise ValueError(
+            f"agent folder {path} cannot be read ({type(err).__name__}: {first}); it is "
+            "truncated or corrupt: train the agent again (saliency-jax train-agent)"
+        ) from None
+    return params, meta
 
 
 def env_description(env_params) -> dict:
@@ -153,28 +164,31 @@ def train_agent(config: ppo.TrainConfig, env_params, out_dir, *, key, env: Envir
         from tqdm.auto import tqdm
 
         bar = tqdm(total=config.num_updates, initial=start, desc="train-agent", unit="update")
+        bar.set_postfix_str("compiling the first chunk ...")
     chunks = 0
     done = start
     t0 = time.perf_counter()
-    while done < config.num_updates and (max_chunks is None or chunks < max_chunks):
-        n = min(checkpoint_every, config.num_updates - done)
-        runner, metrics = chunk(runner, env_params, num_updates=n)
-        metrics = jax.device_get(metrics)
-        for name, values in metrics.items():
-            history.setdefault(name, []).extend(float(v) for v in np.asarray(values))
-        done += n
-        chunks += 1
-        wall = elapsed + time.perf_counter() - t0
-        manager.save(done, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(_saveable(runner)),
-            metrics=ocp.args.JsonSave({"history": history, "wall_s": wall})))
-        manager.wait_until_finished()
+    try:  # a Ctrl-C keeps the last saved chunk (saves are synchronous) and closes the manager
+        while done < config.num_updates and (max_chunks is None or chunks < max_chunks):
+            n = min(checkpoint_every, config.num_updates - done)
+            runner, metrics = chunk(runner, env_params, num_updates=n)
+            metrics = jax.device_get(metrics)
+            for name, values in metrics.items():
+                history.setdefault(name, []).extend(float(v) for v in np.asarray(values))
+            done += n
+            chunks += 1
+            wall = elapsed + time.perf_counter() - t0
+            manager.save(done, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(_saveable(runner)),
+                metrics=ocp.args.JsonSave({"history": history, "wall_s": wall})))
+            manager.wait_until_finished()
+            if bar is not None:
+                bar.update(n)
+                bar.set_postfix(episode_return=f"{np.mean(metrics['episode_return']):.3f}")
+    finally:
         if bar is not None:
-            bar.update(n)
-            bar.set_postfix(episode_return=f"{np.mean(metrics['episode_return']):.3f}")
-    if bar is not None:
-        bar.close()
-    manager.close()
+            bar.close()
+        manager.close()
 
     wall = elapsed + time.perf_counter() - t0
     params = jax.device_get(runner.train_state.params)
