@@ -132,11 +132,27 @@ def _storage_error(err: BaseException) -> bool:
     return True
 
 
+def _quiet_closed_loop() -> None:
+    """After a failed orbax restore, tensorstore may still complete a future on orbax's closed
+    asyncio loop ("RuntimeError: Event loop is closed", printed as an ignored exception, often
+    at exit): drop exactly that one; every other unraisable exception is reported as before."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        value = unraisable.exc_value
+        if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = hook
+
+
 def _reading(what: str, where, load, *args, **kwargs):
     try:
         return load(*args, **kwargs)
     except Exception as err:
         if _storage_error(err) and not isinstance(err, FileNotFoundError):
+            _quiet_closed_loop()
             raise _unreadable(what, where, err) from None
         raise
 

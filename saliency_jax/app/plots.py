@@ -96,11 +96,13 @@ def example_grid(path, examples, maps, method_names, class_names=None, targets=N
             _draw(axes[r, c], example["image"], maps[r][name], mask, name)
     shown = (f"all {rows} images" if rows == num_images
              else f"the first {rows} of {num_images} images")
+    height = fig.get_size_inches()[1]
     fig.suptitle(f"{shown}; white: ground-truth outline; maps min-max normalised per map",
                  fontsize=9)
-    fig.tight_layout(rect=(0, 0, 0.93, 1))
+    fig.tight_layout(rect=(0, 0, 1 - 1.0 / fig.get_size_inches()[0], 1 - 0.3 / height))
     scalar = plt.cm.ScalarMappable(cmap="jet", norm=plt.Normalize(0, 1))
-    cax = fig.add_axes((0.945, 0.1, 0.015, 0.8))
+    width = fig.get_size_inches()[0]
+    cax = fig.add_axes((1 - 0.85 / width, 0.1, 0.12 / width, 0.8))
     bar = fig.colorbar(scalar, cax=cax)
     bar.set_label("map value (0 = its min, 1 = its max)", fontsize=8)
     fig.savefig(path)
