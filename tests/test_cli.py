@@ -113,9 +113,9 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 def test_parser_names_match_the_registries():
     from saliency_jax.data import readers
 
-    assert cli.METHOD_NAMES == tuple(methods.FACTORIES)
+    assert tuple(methods.FACTORIES) == cli.METHOD_NAMES
     assert cli.DEFAULT_METHOD_NAMES == methods.DEFAULT_METHODS
-    assert cli.DATASET_NAMES == tuple(readers._DEFAULT_SPLITS)
+    assert tuple(readers._DEFAULT_SPLITS) == cli.DATASET_NAMES
 
 
 def test_help_is_complete():

@@ -202,6 +202,13 @@ def test_bad_arguments(tmp_path, model_fn, dataset):
     with pytest.raises(ValueError, match="unknown method"):
         ev.run_evaluate(_config(methods=("rise", "nope")), tmp_path / "b", model_fn=model_fn,
                         dataset=dataset, progress=False)
+    for field, value, message in (("num_masks", 0, "num_masks must be None"),
+                                  ("num_images", 0, "num_images must be a positive int"),
+                                  ("image_size", 0, "image_size must be a positive int"),
+                                  ("seed", -1, "seed must be an int >= 0")):
+        with pytest.raises(ValueError, match=message):
+            ev.run_evaluate(_config(**{field: value}), tmp_path / "d", model_fn=model_fn,
+                            dataset=dataset, progress=False)
 
 
 def test_random_map_is_worse_than_rise_on_a_region_model(tmp_path):

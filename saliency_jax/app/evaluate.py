@@ -117,6 +117,12 @@ def _check_config(config: EvaluateConfig) -> None:
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if config.num_masks is not None and (isinstance(config.num_masks, bool) or not isinstance(
+            config.num_masks, int) or config.num_masks < 1):
+        raise ValueError(f"num_masks must be None (RISE's default) or a positive int, got "
+                         f"{config.num_masks!r}")
+    if isinstance(config.seed, bool) or not isinstance(config.seed, int) or config.seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {config.seed!r}")
     if config.target not in ("auto", "label", "top1"):
         raise ValueError(f"target must be 'auto', 'label' or 'top1', got {config.target!r}")
 
