@@ -305,3 +305,13 @@ def test_examples_figure_shows_every_image(tmp_path, model_fn):
                     dataset=many, progress=False)
     with Image.open(tmp_path / "examples.png") as im:
         assert im.height >= 8 * 2.0 * 100  # eight rows of 2-inch panels at 100 dpi
+
+
+def test_figure_class_names_come_from_the_dataset_or_the_model():
+    from saliency_jax import data
+
+    photos = ev._class_names(ev.EvaluateConfig(model="efficientnet_lite0"), data.load("photos"))
+    assert photos[281] == "tabby"  # unlabelled photos, an ImageNet model
+    assert ev._class_names(ev.EvaluateConfig(), data.load("saliency_shapes")) == \
+        shapes.CLASS_NAMES
+    assert ev._class_names(_config(), dataset=[]) is None  # not a registry model

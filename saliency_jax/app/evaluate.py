@@ -649,6 +649,25 @@ def _atomic_figure(path: pathlib.Path, draw, *args) -> None:
     tmp.replace(path)
 
 
+def _class_names(config: EvaluateConfig, dataset):
+    """The dataset's class names, else the model's (ImageNet's for a 1000-class model, e.g.
+    on the unlabelled photos); None when neither is known."""
+    from saliency_jax import models
+
+    names = tuple(getattr(dataset, "class_names", ()) or ())
+    if names:
+        return names
+    try:
+        num_classes = models.get(config.model).num_classes
+    except ValueError:  # not a registry model
+        return None
+    if num_classes == 1000:
+        from saliency_jax.models import imagenet_labels
+
+        return tuple(imagenet_labels.imagenet_class_names())
+    return None
+
+
 def merge(config: EvaluateConfig, out_dir, *, method_list, dataset) -> dict:
     """The table of the first ``config.num_images`` images from the records under ``out_dir``:
     writes ``results.json``, ``table.md``, ``examples.png`` and ``curves.png``; returns the
@@ -679,7 +698,7 @@ def merge(config: EvaluateConfig, out_dir, *, method_list, dataset) -> dict:
     maps = {i: {n: read_map(out, n, i) for n in names} for i in shown}
     targets = [records[(i, names[0])]["target"] for i in shown] if names else None
     _atomic_figure(out / "examples.png", plots.example_grid, examples, maps, names,
-                   getattr(dataset, "class_names", None), targets, config.num_images)
+                   _class_names(config, dataset), targets, config.num_images)
     _atomic_figure(out / "curves.png", plots.curves, summary)
     return summary
 
