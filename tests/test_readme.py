@@ -62,8 +62,8 @@ def _small(words: list[str]) -> list[str] | None:
     if command == "explain" and "--dataset" in words:
         return [*words, "--num-masks", "32", "--no-progress"]
     if command == "train-classifier":
-        return [*words, "--steps", "2", "--steps-per-checkpoint", "2", "--num-train", "16",
-                "--batch-size", "8", "--no-progress"]
+        return [*words, "--steps", "2", "--steps-per-checkpoint", "2", "--warmup-steps", "1",
+                "--num-train", "16", "--batch-size", "8", "--no-progress"]
     return None
 
 

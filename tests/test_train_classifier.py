@@ -69,7 +69,10 @@ def test_a_run_directory_refuses_another_config(tmp_path):
     "kwargs, match",
     [({"num_steps": 5, "steps_per_checkpoint": 2}, "multiple of steps_per_checkpoint"),
      ({"batch_size": 0}, "batch_size"),
-     ({"batch_size": 64, "num_train": 32}, "exceeds num_train")],
+     ({"batch_size": 64, "num_train": 32}, "exceeds num_train"),
+     ({"num_steps": 100, "steps_per_checkpoint": 50}, r"warmup_steps \(--warmup-steps\) must "
+      r"be an integer in \[0, num_steps\), got 100 with num_steps \(--steps\) 100"),
+     ({"warmup_steps": -1}, "warmup_steps")],
 )
 def test_bad_config(kwargs, match):
     with pytest.raises(ValueError, match=match):

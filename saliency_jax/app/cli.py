@@ -472,6 +472,9 @@ def add_train_classifier_arguments(tc: argparse.ArgumentParser) -> None:
                     help="data and initialisation seed (default: %(default)s)")
     tc.add_argument("--learning-rate", type=positive_float, default=2e-3,
                     help="peak learning rate (default: %(default)s)")
+    tc.add_argument("--warmup-steps", type=non_negative_int, default=100,
+                    help="linear learning-rate warm-up steps before the cosine decay, fewer "
+                    "than --steps (default: %(default)s)")
     tc.add_argument("--batch-size", type=positive_int, default=64,
                     help="images per step (default: %(default)s)")
     tc.add_argument("--no-augment", action="store_true",
@@ -507,6 +510,7 @@ def run_train_classifier(args) -> int:
                                    steps_per_checkpoint=args.steps_per_checkpoint,
                                    num_train=args.num_train, data_seed=args.seed,
                                    learning_rate=args.learning_rate, batch_size=args.batch_size,
+                                   warmup_steps=args.warmup_steps,
                                    augment=not args.no_augment, init_from=args.init_from)
     _, metrics = train_classifier(config, args.out, progress=not args.no_progress)
     print(json.dumps({k: metrics[k] for k in ("test_accuracy", "train_seconds_this_run")}))

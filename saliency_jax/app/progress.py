@@ -10,6 +10,7 @@ of the real time.
 
 from __future__ import annotations
 
+import io
 import math
 import sys
 import time
@@ -99,14 +100,18 @@ class ChunkProgress:
         self.file = file or sys.stderr
         self.mininterval = mininterval
         self._bar = None
+        from tqdm.auto import tqdm  # imported here, not inside the first chunk's callback
+
+        self._tqdm = tqdm
+        # tqdm's first bar in a process starts its monitor thread and locks (~10-30 ms): pay
+        # that here, before the explanation, not in its first chunk.
+        tqdm(total=1, file=io.StringIO(), leave=False).close()
 
     def __call__(self, done, total) -> None:
         done, total = int(done), int(total)
         if self._bar is None or self._bar.total != total or done < self._bar.n:
             self.close()  # a new explanation (or another N)
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(total=total, desc=self.desc, unit=self.unit, file=self.file,
+            self._bar = self._tqdm(total=total, desc=self.desc, unit=self.unit, file=self.file,
                              mininterval=self.mininterval, leave=False, dynamic_ncols=True)
         self._bar.update(done - self._bar.n)
         if done >= total:

@@ -52,6 +52,12 @@ class ClassifierTrainConfig:
                 f"num_steps ({self.num_steps}) must be a multiple of steps_per_checkpoint "
                 f"({self.steps_per_checkpoint})"
             )
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or \
+                not 0 <= self.warmup_steps < self.num_steps:
+            raise ValueError(
+                f"warmup_steps (--warmup-steps) must be an integer in [0, num_steps), got "
+                f"{self.warmup_steps!r} with num_steps (--steps) {self.num_steps}"
+            )
         if not isinstance(self.augment, bool):
             raise ValueError(f"augment must be True or False, got {self.augment!r}")
         if self.batch_size > self.num_train:
