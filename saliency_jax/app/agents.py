@@ -1,13 +1,19 @@
 """The default RL agents of the embedded benchmark: train them for a classifier, find and check them.
 
-Three agents ship with saliency-jax, all dataset-wide (trained on the synthetic shapes training
+The agents that ship with saliency-jax are dataset-wide (trained on the synthetic shapes training
 images, :mod:`saliency_jax.data.shapes`) for the packaged ``resnet_small`` classifier at 112 x 112:
 
-* ``rexl_deletion_<model>`` and ``rexl_insertion_<model>``: RExL (:func:`saliency_jax.rexl`), a
-  7 x 7 action grid, the classifier's own frozen trunk as the state encoder (the deepest stage
-  at least as fine as the grid: ``layer3``, 7 x 7 x 64), one-hot class planes, target = the
-  top-1 class, substrate = the model's mean colour, each patch visited once, PPO (default
-  hidden widths (128, 64)). One fused network pass per step gives the reward and the next state.
+* RExL (:func:`saliency_jax.rexl`): a 7 x 7 action grid, the classifier's own frozen trunk as the
+  state encoder (the deepest stage at least as fine as the grid: ``layer3``, 7 x 7 x 64), one-hot
+  class planes, target = the top-1 class, PPO (hidden widths (128, 64)); one fused network pass
+  per step gives the reward and the next state, in training and at inference.
+
+  * ``rexl_deletion_<model>`` (method ``rexl``): the reference code's MDP, the
+    ``U[-0.5, 0.5)`` noise substrate (normalised space) and revisits allowed; sampled actions.
+  * ``rexl_deletion_masked_<model>`` (method ``rexl_masked``) and ``rexl_insertion_<model>``
+    (method ``rexl_insertion``): a variant MDP, the model's mean colour as the substrate and
+    each patch visited once; argmax actions.
+
 * ``rlcam_<model>``: RL-CAM (:func:`saliency_jax.rlcam`), a 7 x 7 grid, horizon 12, ``λ = 1``,
   target = the label, PPO with hidden widths (256, 128).
 

@@ -240,7 +240,7 @@ def rlcam_method(ctx: ModelContext, *, agent_dir=None, deterministic: bool = Tru
     actions = "argmax" if deterministic else "sampled"
     trained = meta.get("model", "?")
     return Method(name, explain, rlcam_num_queries(config),
-                  f"RL-CAM (learned agent, {actions} actions, k={config.grid}, "
+                  f"RL-CAM, reimplemented from the paper's abstract (learned agent, {actions} actions, k={config.grid}, "
                   f"T={config.steps}, λ={config.size_penalty:g}; trained on {trained}"
                   f"{'' if trained == ctx.name else ', scores-only observation'}; "
                   "it may stop early, so its queries vary per image)",
@@ -273,7 +273,8 @@ def _rlcam_greedy(ctx: ModelContext, num_masks: int | None) -> Method:
 
     explain, explain_counted = _counted(functools.partial(rlcam_greedy_explain, config=config))
     return Method("rlcam_greedy", explain, rlcam_num_queries(config),
-                  f"RL-CAM greedy look-ahead baseline (no agent), k={config.grid}, "
+                  f"RL-CAM (reimplemented from the abstract) greedy look-ahead baseline (no "
+                  f"agent), k={config.grid}, "
                   f"T={config.steps}, λ={config.size_penalty:g}; stops when no toggle helps",
                   explain_counted=explain_counted)
 
@@ -296,7 +297,8 @@ FACTORIES: dict[str, Callable[[ModelContext, int | None], Method]] = {
     "rlcam_greedy": _rlcam_greedy,
     "random": _random,
 }
-DEFAULT_METHODS = ("rise", "iassa", "rexl", "rlcam", "occlusion", "gradcam", "lime", "random")
+DEFAULT_METHODS = ("rise", "iassa", "rexl", "rexl_masked", "rlcam", "occlusion", "gradcam", "lime",
+                   "random")
 
 
 def available_methods() -> list[str]:
