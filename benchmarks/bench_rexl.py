@@ -1,16 +1,31 @@
-"""RExL vs RISE on the embedded default: deletion/insertion AUC, model queries, time per image.
+"""RExL vs RISE on the embedded default: deletion/insertion AUC with 95 % intervals, queries, time.
 
-The black box is the packaged ``resnet_small`` (112 x 112, synthetic shapes); the RExL agents are
-the packaged ones (``saliency_jax/assets/agents/rexl_<mode>_resnet_small``, trained by
-``benchmarks/train_default_agents.py``); RISE uses N masks (default 4000, s = 7, p = 0.5); a
-uniform random map is the floor.
-Metrics follow the RISE protocol (METHODS §5.1) with the step scaled to the image:
-``step = 56`` px at 112² (= 224 px at 224², 224 steps); deletion to the model's mean colour
-(lower is better), insertion from the ``gkern(11, 5)`` blur (higher is better); the class is the
-top-1 of the original. Time per image is the steady state of the compiled explainer (median
-over images after one warm-up call; compile time reported apart).
+The black box is the packaged ``resnet_small`` (112 x 112, synthetic shapes). The RExL rows are
+the packaged agents as the main job builds them (:func:`saliency_jax.app.methods.rexl_method`:
+one fused network pass per step, min-max normalisation), each labelled by its MDP:
 
-    python benchmarks/bench_rexl.py --num-images 16          # writes results/rexl_vs_rise.json
+* ``rexl``: the reference code's MDP (``U[-0.5, 0.5)`` noise substrate, revisits allowed),
+  sampled actions as the code's ``predict``; ``rexl_argmax``: the same agent, argmax actions;
+* ``rexl_masked``: the variant MDP (mean-colour substrate, each patch once), argmax actions;
+* ``rexl_insertion``: the insertion agent (variant MDP), argmax actions;
+* ``--agent NAME=DIR``: a candidate agent folder (not packaged), e.g. a training run's.
+
+RISE uses N masks (default 4000, s = 7, p = 0.5); a uniform random map is the floor. Metrics
+follow the RISE protocol (METHODS §5.1) with the step scaled to the image: ``step = 56`` px at
+112² (= 224 px at 224²); deletion to the model's mean colour (lower is better), insertion from
+the ``gkern(11, 5)`` blur (higher is better); the class is the top-1 of the original.
+
+Intervals: each AUC's mean ± 1.96 standard errors over images; each ratio to RISE (ratio of the
+means) with a paired bootstrap 95 % interval (images resampled, 2000 draws, seed 0). Time: the
+methods are called interleaved, image by image, after one compiling call each; median seconds
+per image, and its ratio to RISE's.
+
+Held-out use: ``--split validation`` (a split no agent was trained or reported on) is where
+candidate agents are compared before one is packaged; the reported table uses ``--split test``.
+
+    python benchmarks/bench_rexl.py --num-images 100              # results/rexl_vs_rise.json
+    python benchmarks/bench_rexl.py --split validation --num-images 32 --no-rise \\
+        --agent candidate=runs/candidates_warm/rexl_deletion_resnet_small --out-name rexl_select
 """
 
 from __future__ import annotations
@@ -18,6 +33,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import pathlib
 import statistics
 import sys
@@ -30,116 +46,172 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import common  # noqa: E402
-from benchmarks.train_default_agents import (  # noqa: E402
-    AGENTS,
-    MODEL,
-    black_box,
-    classifier_path,
-    variables_digest,
-)
-from saliency_jax import (
-    metrics,  # noqa: E402
-    models,  # noqa: E402
-)
-from saliency_jax._src.rexl import load_rexl_agent, rexl, rexl_num_queries  # noqa: E402
+from saliency_jax import metrics  # noqa: E402
 from saliency_jax._src.rise import RiseConfig, rise  # noqa: E402
+from saliency_jax.app import agents, classifiers, methods  # noqa: E402
 from saliency_jax.data import shapes  # noqa: E402
 
+MODEL = agents.DEFAULT_MODEL
 STEP = 56
+TARGET = {"deletion_vs_rise": 1.05, "insertion_vs_rise": 0.95, "queries_vs_rise": 1 / 50}
 
 
-def _timed(fn, *args):
-    t0 = time.perf_counter()
-    out = jax.block_until_ready(fn(*args))
-    return out, time.perf_counter() - t0
+def _mean_ci(values) -> dict:
+    values = np.asarray(values, np.float64)
+    half = 1.96 * values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
+    return {"mean": float(values.mean()), "ci95": [float(values.mean() - half),
+                                                   float(values.mean() + half)]}
 
 
-def evaluate(name, explain, queries, model_fn, images, targets, key, log):
-    """Maps, AUCs and timings of one method over the images."""
-    deletion = functools.partial(metrics.deletion, step=STEP)
-    insertion = functools.partial(metrics.insertion, step=STEP)
-    keys = jax.random.split(key, len(images))
-    t0 = time.perf_counter()
-    jax.block_until_ready(explain(keys[0], model_fn, images[0], targets[0]))
-    compile_and_first_s = time.perf_counter() - t0
-    rows, times = [], []
-    for i in range(len(images)):
-        sal, dt = _timed(explain, keys[i], model_fn, images[i], targets[i])
-        times.append(dt)
-        d = float(deletion(model_fn, images[i], sal, targets[i]).auc)
-        ins = float(insertion(model_fn, images[i], sal, targets[i]).auc)
-        rows.append((d, ins))
-    rows = np.asarray(rows)
-    out = dict(method=name, queries=queries, deletion_auc=float(rows[:, 0].mean()),
-               deletion_auc_std=float(rows[:, 0].std()), insertion_auc=float(rows[:, 1].mean()),
-               insertion_auc_std=float(rows[:, 1].std()), per_image_deletion=rows[:, 0].tolist(),
-               per_image_insertion=rows[:, 1].tolist(), compile_and_first_s=compile_and_first_s,
-               median_s_per_image=statistics.median(times))
-    log(f"{name:28s} queries {queries:5d}  deletion {out['deletion_auc']:.4f}  insertion "
-        f"{out['insertion_auc']:.4f}  {out['median_s_per_image']:.3f} s/image")
-    return out
+def _ratio_ci(a, b, draws: int = 2000) -> dict:
+    """``mean(a) / mean(b)`` with a paired bootstrap 95 % interval."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, len(a), (draws, len(a)))
+    ratios = a[idx].mean(axis=1) / b[idx].mean(axis=1)
+    return {"mean": float(a.mean() / b.mean()),
+            "ci95": [float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))]}
+
+
+def build(args, ctx) -> list[methods.Method]:
+    rows = []
+    for name in args.methods.split(","):
+        try:
+            if name == "rexl_argmax":
+                rows.append(methods.rexl_method(ctx, deterministic=True, name=name))
+            elif name == "rexl_masked_sampled":
+                rows.append(methods.rexl_method(ctx, variant="rexl_masked", deterministic=False,
+                                                name=name))
+            else:
+                rows.append(methods.build_methods([name], ctx)[0])
+        except methods.MethodUnavailableError as err:
+            print(f"{name}: unavailable ({err}); skipped", flush=True)
+    for spec in args.agent:
+        name, path = spec.split("=", 1)
+        mode = json.loads((pathlib.Path(path) / "agent.json").read_text())["env"]["mode"]
+        rows.append(methods.rexl_method(ctx, mode=mode, agent_dir=path, name=name))
+        if not rows[-1].description.startswith("RExL"):
+            raise RuntimeError(name)
+    if not args.no_rise:
+        config = RiseConfig(num_masks=args.num_masks, grid=7, p_keep=0.5, batch_size=100)
+        rows.append(methods.Method(f"rise_{args.num_masks}",
+                                   functools.partial(rise, config=config), args.num_masks,
+                                   f"RISE, N={args.num_masks}, s=7, p=0.5"))
+    return rows
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num-images", type=int, default=16)
+    parser.add_argument("--num-images", type=int, default=100)
+    parser.add_argument("--split", default="test")
     parser.add_argument("--num-masks", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--modes", default="deletion,insertion")
+    parser.add_argument("--methods", default="rexl,rexl_argmax,rexl_masked,rexl_insertion,random")
+    parser.add_argument("--agent", action="append", default=[], metavar="NAME=DIR")
+    parser.add_argument("--no-rise", action="store_true")
     parser.add_argument("--out-name", default="rexl_vs_rise")
-    parser.add_argument("--classifier", default=None,
-                        help="classifier variables folder (default: the packaged one)")
     args = parser.parse_args(argv)
     log = functools.partial(print, flush=True)
+    load_start = list(os.getloadavg())
 
-    variables = models.load_variables(classifier_path(args.classifier), name=MODEL)
-    model_fn = models.classifier(MODEL, variables)
-    data = shapes.generate_arrays("test", args.num_images, seed=0, image_size=112)
+    model_fn, variables = classifiers.load_classifier(MODEL)
+    ctx = methods.model_context(MODEL, variables, (112, 112))
+    rows = build(args, ctx)
+    data = shapes.generate_arrays(args.split, args.num_images, seed=0, image_size=112)
     images = jnp.asarray(data["image"], jnp.float32) / 255.0
-    probs = jax.jit(lambda m, x: m(x))(model_fn, images)
-    targets = jnp.argmax(probs, axis=-1).astype(jnp.int32)
+    targets = jnp.argmax(jax.jit(lambda m, x: m(x))(model_fn, images), axis=-1).astype(jnp.int32)
     accuracy = float(np.mean(np.asarray(targets) == data["label"]))
-    key = jax.random.key(args.seed)
+    keys = jax.random.split(jax.random.key(args.seed), args.num_images)
+    deletion = jax.jit(functools.partial(metrics.deletion, step=STEP))
+    insertion = jax.jit(functools.partial(metrics.insertion, step=STEP))
+
+    explain = {m.name: jax.jit(m.explain) for m in rows}
+    compile_s = {}
+    for m in rows:
+        t0 = time.perf_counter()
+        jax.block_until_ready(explain[m.name](keys[0], model_fn, images[0], targets[0]))
+        compile_s[m.name] = time.perf_counter() - t0
+    per = {m.name: {"deletion": [], "insertion": [], "s": []} for m in rows}
+    t_start = time.perf_counter()
+    for i in range(args.num_images):
+        for m in rows:  # interleaved: every method on image i before image i + 1
+            t0 = time.perf_counter()
+            sal = jax.block_until_ready(explain[m.name](keys[i], model_fn, images[i], targets[i]))
+            per[m.name]["s"].append(time.perf_counter() - t0)
+            per[m.name]["deletion"].append(float(deletion(model_fn, images[i], sal,
+                                                          targets[i]).auc))
+            per[m.name]["insertion"].append(float(insertion(model_fn, images[i], sal,
+                                                            targets[i]).auc))
+        if (i + 1) % 10 == 0:
+            log(f"{i + 1}/{args.num_images} images, {time.perf_counter() - t_start:.0f} s")
 
     results = []
-    for mode in args.modes.split(","):
-        path = AGENTS / f"rexl_{mode}_{MODEL}"
-        if not path.exists():
-            log(f"no agent at {path}: skipped")
-            continue
-        agent_params, config = load_rexl_agent(path)
-        agent_digest = json.loads((path / "agent.json").read_text()).get("classifier_sha256")
-        if agent_digest != variables_digest(variables):
-            log(f"warning: {path.name} was trained on another classifier (sha256 differs)")
-        _, features_fn, _ = black_box(variables, config.stage)
-        for deterministic in (True, False):
-            explain = functools.partial(rexl, config=config, agent_params=agent_params,
-                                        features_fn=features_fn, deterministic=deterministic)
-            name = f"rexl_{mode}_{'argmax' if deterministic else 'sampled'}"
-            results.append(evaluate(name, explain, rexl_num_queries(config), model_fn, images,
-                                    targets, key, log))
-    random_map = lambda k, m, x, t: jax.random.uniform(k, x.shape[:2])  # noqa: E731
-    results.append(evaluate("random_map", random_map, 0, model_fn, images, targets, key, log))
-    rise_config = RiseConfig(num_masks=args.num_masks, grid=7, p_keep=0.5, batch_size=100)
-    results.append(evaluate(f"rise_{args.num_masks}",
-                            functools.partial(rise, config=rise_config), args.num_masks,
-                            model_fn, images, targets, key, log))
-    rise_row = results[-1]
-    for row in results[:-1]:
-        if row["queries"] == 0:
-            continue
-        row["insertion_vs_rise"] = row["insertion_auc"] / rise_row["insertion_auc"]
-        row["deletion_vs_rise"] = row["deletion_auc"] / rise_row["deletion_auc"]
-        row["queries_vs_rise"] = row["queries"] / rise_row["queries"]
-        row["time_vs_rise"] = row["median_s_per_image"] / rise_row["median_s_per_image"]
-        log(f"{row['method']:28s} insertion {row['insertion_vs_rise']:.3f}x RISE, deletion "
-            f"{row['deletion_vs_rise']:.3f}x RISE, queries 1/{1 / row['queries_vs_rise']:.0f}, "
-            f"time {row['time_vs_rise']:.3f}x")
-    payload = dict(model=MODEL, classifier_sha256=variables_digest(variables), image_size=112,
-                   num_images=args.num_images, step=STEP,
-                   classifier_accuracy_on_these_images=accuracy, results=results,
+    rise_name = None if args.no_rise else rows[-1].name
+    for m in rows:
+        p = per[m.name]
+        row = dict(method=m.name, description=m.description, queries=m.queries,
+                   deletion=_mean_ci(p["deletion"]), insertion=_mean_ci(p["insertion"]),
+                   per_image_deletion=p["deletion"], per_image_insertion=p["insertion"],
+                   compile_and_first_s=compile_s[m.name],
+                   median_s_per_image=statistics.median(p["s"]))
+        if rise_name and m.name != rise_name and m.queries > 0:
+            r = per[rise_name]
+            row["deletion_vs_rise"] = _ratio_ci(p["deletion"], r["deletion"])
+            row["insertion_vs_rise"] = _ratio_ci(p["insertion"], r["insertion"])
+            row["queries_vs_rise"] = m.queries / args.num_masks
+            row["time_vs_rise"] = row["median_s_per_image"] / statistics.median(r["s"])
+            row["meets_target"] = bool(
+                row["deletion_vs_rise"]["mean"] <= TARGET["deletion_vs_rise"]
+                and row["insertion_vs_rise"]["mean"] >= TARGET["insertion_vs_rise"]
+                and row["queries_vs_rise"] <= TARGET["queries_vs_rise"])
+        results.append(row)
+        extra = ""
+        if "deletion_vs_rise" in row:
+            extra = (f"  del {row['deletion_vs_rise']['mean']:.3f}x RISE "
+                     f"{row['deletion_vs_rise']['ci95']}, ins {row['insertion_vs_rise']['mean']:.3f}x "
+                     f"{row['insertion_vs_rise']['ci95']}, time {row['time_vs_rise']:.3f}x")
+        log(f"{m.name:22s} q {m.queries:5d} del {row['deletion']['mean']:.4f} "
+            f"ins {row['insertion']['mean']:.4f}{extra}")
+    payload = dict(model=MODEL, split=args.split, image_size=112, num_images=args.num_images,
+                   step=STEP, target=TARGET, classifier_accuracy_on_these_images=accuracy,
+                   results=results, load_average_start=load_start,
                    environment=common.environment(), command=" ".join(sys.argv))
     log(f"wrote {common.write_result(args.out_name, payload)}")
+
+
+def _fmt(entry, digits=3):
+    lo, hi = entry["ci95"]
+    return f"{entry['mean']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def table_section(lines: list[str]) -> None:
+    """The markdown section of ``results/rexl_vs_rise.json`` (for ``make_tables.py``)."""
+    path = common.RESULTS / "rexl_vs_rise.json"
+    if not path.exists():
+        return
+    d = json.loads(path.read_text())
+    if "target" not in d:  # the format before issue 18
+        return
+    lines += ["## RExL vs RISE (`bench_rexl.py`)", "",
+              f"{d['model']}, {d['num_images']} {d['split']} images, {d['image_size']}², step "
+              f"{d['step']} px. Means with 95 % intervals (AUCs: ±1.96 s.e.; ratios to RISE: "
+              "paired bootstrap). Target (issue 18): deletion ≤ 1.05× RISE, insertion ≥ 0.95× "
+              "RISE at ≤ 1/50 of its queries. Each RExL row names its MDP: the *reference* "
+              "MDP is the released code's (noise substrate, revisits allowed).", "",
+              "| method | what | queries | deletion ↓ | insertion ↑ | del. ÷ RISE | "
+              "ins. ÷ RISE | target | s / image |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in d["results"]:
+        what = r["description"].split(";")[0].replace("RExL (", "")
+        del_r = _fmt(r["deletion_vs_rise"], 2) if "deletion_vs_rise" in r else ""
+        ins_r = _fmt(r["insertion_vs_rise"], 2) if "insertion_vs_rise" in r else ""
+        meets = {True: "met", False: "not met"}.get(r.get("meets_target"), "")
+        lines.append(f"| {r['method']} | {what} | {r['queries']} | {_fmt(r['deletion'])} | "
+                     f"{_fmt(r['insertion'])} | {del_r} | {ins_r} | {meets} | "
+                     f"{r['median_s_per_image']:.3f} |")
+    env = d["environment"]
+    lines += ["", f"Measured on {env.get('device_kind', '?')} ({env.get('cpu_count')} cores), "
+              f"load average {d.get('load_average_start')} at the start, "
+              f"{env.get('load_average')} at the end. Command: `{d['command']}`.", ""]
 
 
 if __name__ == "__main__":

@@ -11,13 +11,16 @@ Environment steps use one fused network pass for the reward and the next state (
 the two separate functions, checked at start-up). PPO, a documented deviation from the code's
 ACER; hidden widths (128, 64) instead of the code's (256, 128) keep the agent a few MB.
 
-Settings chosen for the embedded default, each a documented option of the environment:
-``substrate="baseline"`` (the model's mean colour, the substrate of the deletion metric, rather
-than the code's noise) and ``mask_visited=True`` (each patch visited once, so the map orders all
-``k²`` cells; the code allows no-op revisits).
+The environment is the reference code's MDP by default: the ``U[-0.5, 0.5)`` noise substrate
+(in normalised space, drawn per episode) and revisits allowed (a no-op that costs a step). The
+``rexl_masked`` variant is ``--substrate baseline --mask-visited`` (the model's mean colour, the
+deletion metric's substrate; each patch once, so the map orders all ``k²`` cells):
 
-    python benchmarks/train_default_agents.py --mode deletion     # ~15 min on 2 (shared) cores
-    python benchmarks/train_default_agents.py --mode insertion
+    python benchmarks/train_default_agents.py --mode deletion --updates 800     # reference MDP
+    python benchmarks/train_default_agents.py --mode deletion --model vgg_small
+    python benchmarks/train_default_agents.py --mode deletion --substrate baseline --mask-visited \
+        --updates 600 --name rexl_deletion_masked_resnet_small               # the variant
+    python benchmarks/train_default_agents.py --mode insertion --substrate baseline --mask-visited
 
 Each run writes its checkpoints to ``runs/agents/<name>/`` (resumable: run the same command
 again after an interruption) and the final agent to
@@ -41,17 +44,17 @@ from saliency_jax.app.agents import black_box, classifier_path, variables_digest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 AGENTS = agents.packaged_agent_dir("rexl").parent
 MODEL = agents.DEFAULT_MODEL
-STAGE = "layer3"
 
 
-def train(mode: str, *, classifier=None, run_root: pathlib.Path = REPO / "runs" / "agents",
-          out_root: pathlib.Path = AGENTS, **options) -> dict:
+def train(mode: str, *, classifier=None, model: str = MODEL, name: str | None = None,
+          run_root: pathlib.Path = REPO / "runs" / "agents", out_root: pathlib.Path = AGENTS,
+          **options) -> dict:
     """Train one agent (``options``: those of :func:`saliency_jax.app.agents.train_rexl`) and write
-    it to ``out_root/rexl_<mode>_resnet_small``."""
-    name = agents.agent_name(f"rexl_{mode}", MODEL)
-    variables = agents.load_classifier_variables(classifier, model=MODEL)
+    it to ``out_root/rexl_<mode>_<model>``."""
+    name = name or agents.agent_name(f"rexl_{mode}", model)
+    variables = agents.load_classifier_variables(classifier, model=model)
     summary = agents.train_rexl(mode, classifier_variables=variables, run_dir=run_root / name,
-                                out=out_root / name, model=MODEL, **options)
+                                out=out_root / name, model=model, **options)
     print(f"{name}: {summary['wall_s']:.0f} s, mean episode return (first/last tenth) "
           f"{summary['first_episode_return']:.3f} -> {summary['last_episode_return']:.3f}, "
           f"saved to {summary['agent_dir']}")
@@ -66,11 +69,22 @@ def main(argv=None):
     parser.add_argument("--num-images", type=int, default=2048)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--layers", default="128,64", help="hidden widths of both branches")
-    parser.add_argument("--stage", default=STAGE, help="the trunk stage of the state")
+    parser.add_argument("--model", default=MODEL, help="the classifier's registry name")
+    parser.add_argument("--stage", default=None,
+                        help="the trunk stage of the state (default: the deepest at least as "
+                        "fine as the grid, layer3 for resnet_small)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint-every", type=int, default=20)
-    parser.add_argument("--substrate", choices=rl_env.SUBSTRATES, default="baseline")
+    parser.add_argument("--substrate", choices=rl_env.SUBSTRATES, default="noise",
+                        help="noise: the reference code's U[-0.5, 0.5) (default); baseline: the "
+                        "mean colour (the rexl_masked variant)")
+    parser.add_argument("--mask-visited", dest="mask_visited", action="store_true",
+                        help="each patch once (the rexl_masked variant; the code allows revisits)")
     parser.add_argument("--no-mask-visited", dest="mask_visited", action="store_false")
+    parser.add_argument("--init-agent", default=None,
+                        help="warm start: an agent folder with the same observation and layers")
+    parser.add_argument("--name", default=None,
+                        help="agent folder name (default rexl_<mode>_<model>)")
     parser.add_argument("--classifier", default=None,
                         help="classifier variables folder (default: the packaged one)")
     parser.add_argument("--run-root", type=pathlib.Path, default=REPO / "runs" / "agents")
@@ -82,7 +96,10 @@ def main(argv=None):
               seed=args.seed, lr=args.lr, layers=tuple(int(n) for n in args.layers.split(",")),
               stage=args.stage, checkpoint_every=args.checkpoint_every,
               substrate=args.substrate, mask_visited=args.mask_visited,
-              classifier=args.classifier, run_root=args.run_root, out_root=args.out_root)
+              classifier=args.classifier, model=args.model, name=args.name,
+              init_agent=args.init_agent,
+              run_root=args.run_root,
+              out_root=args.out_root)
 
 
 if __name__ == "__main__":

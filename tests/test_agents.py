@@ -64,7 +64,10 @@ def test_train_agent_rexl_end_to_end_and_resumed(classifiers, tmp_path, capsys):
 
     # Loadable as the rexl method for this classifier.
     method = methods.rexl_method(_context(variables), agent_dir=agent)
-    assert method.name == "rexl" and method.queries == 50 and "argmax" in method.description
+    # train-agent's default is the reference code's MDP, whose revisits call for sampled actions
+    assert meta["env"]["substrate"] == "noise" and not meta["env"]["mask_visited"]
+    assert method.name == "rexl" and method.queries == 50 and "sampled" in method.description
+    assert "reference MDP" in method.description
     model_fn = models.classifier("resnet_small", variables)
     image = jax.random.uniform(jax.random.key(0), (SIZE, SIZE, 3))
     sal = method.explain(jax.random.key(1), model_fn, image, 2)
@@ -94,6 +97,27 @@ def test_train_agent_rexl_end_to_end_and_resumed(classifiers, tmp_path, capsys):
     # Finished: the same command again changes nothing.
     assert cli.main(resumed_argv) == 0
     _leaves_equal(full, agents.load_agent_meta(out)[0])
+
+
+def test_train_rexl_warm_start(classifiers, tmp_path):
+    # A warm start from another MDP's agent (same observation and layers): update 0 holds its
+    # parameters, so one update at a vanishing learning rate ends next to them, far from a
+    # fresh initialisation.
+    variables = classifiers["mine"][1]
+    tiny = dict(classifier_variables=variables, num_envs=4, num_images=8, image_size=SIZE,
+                checkpoint_every=1, progress=False, layers=(8,))
+    start = agents.train_rexl("deletion", run_dir=tmp_path / "masked", updates=1,
+                              substrate="baseline", mask_visited=True, seed=3, **tiny)
+    warm = agents.train_rexl("deletion", run_dir=tmp_path / "warm", updates=1, lr=1e-12,
+                             init_agent=start["agent_dir"], **tiny)
+    init, _ = agents.load_agent_meta(start["agent_dir"])
+    params, meta = agents.load_agent_meta(warm["agent_dir"])
+    assert meta["init_agent"] == start["agent_dir"] and meta["env"]["substrate"] == "noise"
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(init), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    with pytest.raises(ValueError, match="init_agent"):  # other widths
+        agents.train_rexl("deletion", run_dir=tmp_path / "bad", updates=1,
+                          init_agent=start["agent_dir"], **{**tiny, "layers": (16,)})
 
 
 def _untrained_rexl_agent(path, variables, *, hw=(SIZE, SIZE), stage="layer1"):

@@ -72,31 +72,68 @@ def reference_saliency(actions, scores, p0, grid, mode):
 
 def test_trajectory_saliency_hand_computed():
     # deletion, p0 = 0.9: cell 0 first at t=1 -> p0 - p4 = 0.8; cell 3 at t=3 -> p2 - p4 = 0.5;
-    # cell 1 at t=4 -> p3 - p4 = 0.2; cell 2 unvisited -> 0.  (sal - min) / max, min = 0.
-    sal = trajectory_saliency(jnp.array([0, 0, 3, 1]), jnp.array([0.6, 0.6, 0.3, 0.1]), 0.9,
-                              grid=2, mode="deletion")
-    np.testing.assert_allclose(sal, [[1.0, 0.25], [0.0, 0.625]], rtol=1e-6)
-    # deletion with a negative cell: sal = (0.5, 0.2, 0.1, -0.1); (sal + 0.1) / 0.5 (sic: not / 0.6)
-    sal = trajectory_saliency(jnp.array([0, 1, 2, 3]), jnp.array([0.5, 0.4, 0.2, 0.3]), 0.8,
-                              grid=2, mode="deletion")
+    # cell 1 at t=4 -> p3 - p4 = 0.2; cell 2 unvisited -> 0.  min = 0, max = 0.8.
+    args = jnp.array([0, 0, 3, 1]), jnp.array([0.6, 0.6, 0.3, 0.1]), 0.9
+    for normalisation in ("minmax", "reference"):
+        sal = trajectory_saliency(*args, grid=2, mode="deletion", normalisation=normalisation)
+        np.testing.assert_allclose(sal, [[1.0, 0.25], [0.0, 0.625]], rtol=1e-6)
+    # deletion with a negative cell: sal = (0.5, 0.2, 0.1, -0.1); the code's (sal + 0.1) / 0.5
+    # (sic: not / 0.6); minmax divides by 0.6
+    args = jnp.array([0, 1, 2, 3]), jnp.array([0.5, 0.4, 0.2, 0.3]), 0.8
+    sal = trajectory_saliency(*args, grid=2, mode="deletion", normalisation="reference")
     np.testing.assert_allclose(sal, [[1.2, 0.6], [0.4, 0.0]], rtol=1e-5)
+    sal = trajectory_saliency(*args, grid=2, mode="deletion")
+    np.testing.assert_allclose(sal, [[1.0, 0.5], [1 / 3, 0.0]], rtol=1e-5)
     # insertion: cell 2 first -> p4 + 1 = 1.7; cell 0 at t=3 -> p4 - p2 = 0.5; cell 1 -> 0.2
-    sal = trajectory_saliency(jnp.array([2, 2, 0, 1]), jnp.array([0.2, 0.2, 0.5, 0.7]), 0.0,
-                              grid=2, mode="insertion")
+    args = jnp.array([2, 2, 0, 1]), jnp.array([0.2, 0.2, 0.5, 0.7]), 0.0
+    sal = trajectory_saliency(*args, grid=2, mode="insertion", normalisation="reference")
     np.testing.assert_allclose(sal, [[0.5 / 1.7, 0.2 / 1.7], [1.0, 0.0]], rtol=1e-6)
+    sal = trajectory_saliency(*args, grid=2, mode="insertion")  # min is the unvisited 0
+    np.testing.assert_allclose(sal, [[0.5 / 1.7, 0.2 / 1.7], [1.0, 0.0]], rtol=1e-6)
+
+
+def test_reference_normalisation_never_inverts_the_ranking():
+    # Every cell visited and the probability rising at each step: sal = p_{t-1} - p_4 < 0 for
+    # all cells, max < 0. sal = (0.1-0.5, 0.2-0.5, 0.3-0.5, 0.4-0.5) = (-0.4, -0.3, -0.2, -0.1).
+    # The code's (sal - min) / max = (0, 0.1, 0.2, 0.3) / -0.1 = (0, -1, -2, -3): cell 0, removed
+    # first with the largest drop to come, would rank highest -> inverted. Guarded: / |max|.
+    args = jnp.array([0, 1, 2, 3]), jnp.array([0.2, 0.3, 0.4, 0.5]), 0.1
+    code = reference_saliency(*(np.asarray(a) for a in args), 2, "deletion")
+    np.testing.assert_allclose(code.ravel(), [0.0, -1.0, -2.0, -3.0], atol=1e-6)
+    sal = np.asarray(trajectory_saliency(*args, grid=2, mode="deletion",
+                                         normalisation="reference")).ravel()
+    np.testing.assert_allclose(sal, [0.0, 1.0, 2.0, 3.0], atol=1e-5)
+    minmax = np.asarray(trajectory_saliency(*args, grid=2, mode="deletion")).ravel()
+    np.testing.assert_allclose(minmax, [0.0, 1 / 3, 2 / 3, 1.0], atol=1e-6)
+    # insertion cannot invert: its first cell holds p_T + 1 > 0, so max > 0 and the map is the
+    # code's exactly
+    args = jnp.array([0, 1, 2, 3]), jnp.array([0.9, 0.8, 0.7, 0.6]), 0.0
+    code = reference_saliency(*(np.asarray(a) for a in args), 2, "insertion")
+    sal = trajectory_saliency(*args, grid=2, mode="insertion", normalisation="reference")
+    np.testing.assert_allclose(np.asarray(sal), code, rtol=1e-6)
+    # a constant map: minmax gives zeros (no division by zero), reference / 1
+    flat = trajectory_saliency(jnp.zeros(4, jnp.int32), jnp.full(4, 0.5), 0.5, grid=2,
+                               mode="deletion")
+    np.testing.assert_array_equal(np.asarray(flat), np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="normalisation"):
+        RexlConfig(normalisation="sic")
 
 
 @pytest.mark.parametrize("mode", ["deletion", "insertion"])
 def test_trajectory_saliency_matches_numpy_port(mode):
     rng = np.random.default_rng(0)
-    fn = jax.jit(functools.partial(trajectory_saliency, grid=3, mode=mode))
+    fn = jax.jit(functools.partial(trajectory_saliency, grid=3, mode=mode),
+                 static_argnames="normalisation")
     for _ in range(5):
         actions = rng.integers(0, 9, 9)
         scores = rng.uniform(size=9).astype(np.float32)
         p0 = np.float32(rng.uniform())
-        np.testing.assert_allclose(fn(actions, scores, p0),
-                                   reference_saliency(actions, scores, p0, 3, mode), rtol=1e-5,
-                                   atol=1e-6)
+        expected = reference_saliency(actions, scores, p0, 3, mode)
+        assert expected.max() > 0  # where the code's divisor is positive, the same map
+        np.testing.assert_allclose(fn(actions, scores, p0, normalisation="reference"), expected,
+                                   rtol=1e-5, atol=1e-6)
+        minmax = (expected - expected.min()) / (expected.max() - expected.min())
+        np.testing.assert_allclose(fn(actions, scores, p0), minmax, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("mode,cells", [
@@ -119,6 +156,48 @@ def test_scripted_agent_gives_the_code_map(mode, cells):
     expected = skimage.transform.resize(np.reshape(cells, (K, K)), (H, W), order=1,
                                         mode="reflect", anti_aliasing=False)
     np.testing.assert_allclose(sal, expected, atol=1e-6)
+
+
+_FUSED_CALLS: list = []
+_FEATURE_CALLS: list = []
+
+
+def _counting_features(images):
+    jax.debug.callback(lambda: _FEATURE_CALLS.append(1))
+    return _pool(1.0, images)
+
+
+def _counting_fused(region, images):
+    jax.debug.callback(lambda: _FUSED_CALLS.append(1))
+    return testing.region_model(region)(images), _pool(1.0, images)
+
+
+@pytest.mark.parametrize("mode", ["deletion", "insertion"])
+def test_fused_fn_gives_one_network_pass_per_step(mode):
+    # The reference MDP (noise, revisits), sampled actions: the same map with and without
+    # fused_fn; with it, the black box and the trunk run in the same pass: 1 + K² fused passes
+    # and no separate model_fn pass (insertion: one trunk pass for the first, bare canvas).
+    config = RexlConfig(grid=K, mode=mode, **LAYERS)
+    channels = 6 if mode == "insertion" else 3
+    params = agent(jax.random.key(1), config, channels)
+    image = np.asarray(jax.random.uniform(jax.random.key(2), (H, W, 3)))
+    region = region_model()
+    fused = jax.tree_util.Partial(_counting_fused, region.args[0])
+    counting = jax.tree_util.Partial(_counting_features)
+    run = functools.partial(rexl, jax.random.key(3), region, image, 0, config=config,
+                            agent_params=params, deterministic=False)
+    _CALLS.clear(), _FUSED_CALLS.clear(), _FEATURE_CALLS.clear()
+    separate = jax.block_until_ready(run(features_fn=counting))
+    jax.effects_barrier()
+    assert len(_CALLS) == 1 + K * K and len(_FEATURE_CALLS) == 1 + K * K + (mode == "insertion")
+    _CALLS.clear(), _FUSED_CALLS.clear(), _FEATURE_CALLS.clear()
+    one_pass = jax.block_until_ready(run(features_fn=counting, fused_fn=fused))
+    jax.effects_barrier()
+    assert len(_FUSED_CALLS) == 1 + K * K
+    assert len(_CALLS) == 0 and len(_FEATURE_CALLS) == (mode == "insertion")
+    np.testing.assert_allclose(one_pass, separate, atol=1e-6)
+    with pytest.raises(ValueError, match="fused_fn"):
+        run(features_fn=counting, fused_fn=region)  # scores only, no features
 
 
 def test_num_queries():

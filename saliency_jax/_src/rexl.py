@@ -11,19 +11,34 @@ trajectory exactly as the reference ``evaluate.py`` (l.179–213; METHODS §3.4)
 
 which telescopes, for a cell first visited at step ``t_c``, to ``p_{t_c−1} − p_{k²}``
 (deletion, ``p_0`` the original's probability) or ``p_{k²} − p_{t_c−1}`` (insertion; the first
-cell gets ``p_{k²} + 1``); unvisited cells are 0. Normalisation as the code: deletion
-``(sal − min) / max`` (sic: divided by the max, not by max − min, so values can exceed 1 and a
-negative max flips the map), insertion ``sal / max``; a zero max is replaced by 1 (the code would
-divide by zero). Then the ``k x k`` map is up-sampled to the
-image with the mirror-boundary bilinear matrix of :mod:`saliency_jax.masks` (= skimage
-``resize(order=1, mode='reflect')``, as the code).
+cell gets ``p_{k²} + 1``); unvisited cells are 0.
+
+Normalisation (``RexlConfig.normalisation``):
+
+* ``"minmax"`` (default): ``(sal − min) / (max − min)``, in [0, 1]; a constant map becomes 0.
+* ``"reference"``: the code's deletion ``(sal − min) / max`` (sic: divided by the max, not by
+  max − min, so values can exceed 1) and insertion ``sal / max``. Divided by a negative max, the
+  code's map is the *inverse* of the trajectory's ranking: a deletion episode that visits every
+  cell while the probability keeps rising (possible on the noise substrate) has all cells below
+  0. Here the divisor is ``|max|`` (1 when it is 0, where the code divides by zero), so the
+  ranking is never flipped; where ``max > 0`` this is the code's map exactly. (Insertion's first
+  cell holds ``p_{k²} + 1 > 0``: its max is always positive.)
+
+For ``max > 0`` both give the same ranking of cells; they differ in scale only. The ``k x k`` map
+is then up-sampled to the image with the mirror-boundary bilinear matrix of
+:mod:`saliency_jax.masks` (= skimage ``resize(order=1, mode='reflect')``, as the code).
 
 Actions: ``deterministic=True`` takes the argmax of the policy (the paper's "deterministic
-policy"); ``False`` samples, as ``evaluate.py`` does with SB2's default ``predict``.
+policy"); ``False`` samples, as ``evaluate.py`` does with SB2's default ``predict``. Where
+revisits are allowed (the reference MDP, ``mask_visited=False``), a revisit leaves the canvas and
+so the observation unchanged, and an argmax policy then repeats that action to the end of the
+episode; sampling, the code's choice, does not get stuck.
 
-Cost: ``1 + k²`` black-box queries (the original, then one per step) — :func:`rexl_num_queries`
-— plus ``k² + 1`` trunk passes (+1 for insertion on the baseline colour) and ``k²`` policy
-passes.
+Cost: ``1 + k²`` black-box queries (the original, then one per step) — :func:`rexl_num_queries`.
+With ``fused_fn`` (the encoder is the black box's trunk: one pass gives the scores and the
+features) that is also all the network passes: the original's pass gives ``p_0`` and the first
+state, each step's pass its reward and the next state (+1 trunk pass for insertion, the first
+canvas). Without it every step adds a ``features_fn`` pass. Plus ``k²`` policy passes.
 """
 
 from __future__ import annotations
@@ -41,6 +56,9 @@ from saliency_jax._src.model_fn import ModelFn, as_pytree_fn
 from saliency_jax._src.rl import networks
 
 
+NORMALISATIONS = ("minmax", "reference")
+
+
 @dataclasses.dataclass(frozen=True)
 class RexlConfig:
     """The static settings of a RExL agent; they must match those it was trained with.
@@ -51,6 +69,8 @@ class RexlConfig:
       substrate: ``"noise"`` (the code's ``U[−0.5, 0.5)`` in normalised space, drawn from ``key``)
         or ``"baseline"`` (the mean colour).
       mask_visited: forbid revisiting a patch (off in the code).
+      normalisation: ``"minmax"`` (default) or ``"reference"`` (the code's, with its sign
+        inversion guarded; module doc). Not a training setting.
       num_class_planes: one-hot class planes in the observation (dataset-wide agents), else 0.
       stage: the ``features_fn`` stage; ``None`` for its last.
       pi_layers, vf_layers: the actor-critic's hidden widths.
@@ -60,6 +80,7 @@ class RexlConfig:
     mode: str = "deletion"
     substrate: str = "noise"
     mask_visited: bool = False
+    normalisation: str = "minmax"
     num_class_planes: int = 0
     stage: str | None = None
     pi_layers: tuple[int, ...] = (256, 128)
@@ -70,17 +91,22 @@ class RexlConfig:
             raise ValueError(f"grid must be an integer >= 1, got {self.grid!r}")
         rl_env.check_mode(self.mode)
         rl_env.check_substrate(self.substrate)
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got "
+                             f"{self.normalisation!r}")
         object.__setattr__(self, "pi_layers", tuple(int(n) for n in self.pi_layers))
         object.__setattr__(self, "vf_layers", tuple(int(n) for n in self.vf_layers))
 
     @classmethod
-    def from_agent_meta(cls, meta: dict) -> RexlConfig:
-        """The config of an agent saved by :func:`saliency_jax.rl.train_agent`."""
+    def from_agent_meta(cls, meta: dict, **overrides) -> RexlConfig:
+        """The config of an agent saved by :func:`saliency_jax.rl.train_agent` (``overrides``:
+        settings that are not the agent's, e.g. ``normalisation``)."""
         env, train = meta["env"], meta["train_config"]
-        return cls(grid=env["grid"], mode=env["mode"], substrate=env["substrate"],
-                   mask_visited=env["mask_visited"], num_class_planes=env["num_class_planes"],
-                   stage=env["stage"], pi_layers=tuple(train["pi_layers"]),
-                   vf_layers=tuple(train["vf_layers"]))
+        return cls(**{**dict(grid=env["grid"], mode=env["mode"], substrate=env["substrate"],
+                             mask_visited=env["mask_visited"],
+                             num_class_planes=env["num_class_planes"], stage=env["stage"],
+                             pi_layers=tuple(train["pi_layers"]),
+                             vf_layers=tuple(train["vf_layers"])), **overrides})
 
 
 DEFAULT_CONFIG = RexlConfig()
@@ -103,7 +129,8 @@ def load_rexl_agent(path) -> tuple[dict, RexlConfig]:
     return params, RexlConfig.from_agent_meta(meta)
 
 
-def trajectory_saliency(actions, scores, initial_score, *, grid: int, mode: str) -> jax.Array:
+def trajectory_saliency(actions, scores, initial_score, *, grid: int, mode: str,
+                        normalisation: str = "minmax") -> jax.Array:
     """The normalised ``f32[k, k]`` map of one trajectory, as the reference ``evaluate.py``.
 
     Args:
@@ -112,7 +139,10 @@ def trajectory_saliency(actions, scores, initial_score, *, grid: int, mode: str)
       initial_score: ``p_0 = p_c(image)`` (used by deletion).
       grid: ``k`` (static).
       mode: ``"deletion"`` or ``"insertion"`` (static).
+      normalisation: ``"minmax"`` or ``"reference"`` (static; module doc).
     """
+    if normalisation not in NORMALISATIONS:
+        raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
     insertion = mode == "insertion"
     rewards = scores + 1.0 if insertion else -scores
     old0 = jnp.zeros((), jnp.float32) if insertion else -jnp.asarray(initial_score, jnp.float32)
@@ -126,44 +156,64 @@ def trajectory_saliency(actions, scores, initial_score, *, grid: int, mode: str)
     zeros = jnp.zeros((grid * grid,), jnp.float32)
     (sal, _, _), _ = jax.lax.scan(_step, (zeros, zeros, old0),
                                   (actions, rewards.astype(jnp.float32)))
-    top = jnp.max(sal)
-    top = jnp.where(top == 0, 1.0, top)
-    sal = sal / top if insertion else (sal - jnp.min(sal)) / top  # sic, as the code
+    top, low = jnp.max(sal), jnp.min(sal)
+    if normalisation == "minmax":
+        span = top - low
+        sal = jnp.where(span > 0, (sal - low) / jnp.where(span > 0, span, 1.0), 0.0)
+    else:
+        # the code divides by the signed max, which inverts the ranking when max < 0
+        scale = jnp.where(top == 0, 1.0, jnp.abs(top))
+        sal = sal / scale if insertion else (sal - low) / scale
     return sal.reshape(grid, grid)
 
 
+def _separate(model_fn, features_fn, images):
+    """``(model_fn(x), features_fn(x))``: two passes, when no fused function is given."""
+    return model_fn(images), features_fn(images)
+
+
 @functools.partial(jax.jit, static_argnames=("config",))
-def _rexl(key, model_fn, features_fn, agent_params, image, target, mean_rgb, std_rgb,
+def _rexl(key, model_fn, features_fn, fused_fn, agent_params, image, target, mean_rgb, std_rgb,
           deterministic, *, config: RexlConfig):
     h, w, _ = image.shape
     k = config.grid
     images = image[None]
-    p0 = model_fn(images)[0, target]
-    feats = rl_env.select_features(features_fn(images), config.stage)  # cached for the episode
-    blank = rl_env.blank_image_features(
-        features_fn, mean_rgb, (h, w), stage=config.stage,
-        needed=config.mode == "insertion" and config.substrate == "baseline")
+    insertion = config.mode == "insertion"
+    scores0, feats0 = fused_fn(images)  # the original: p_0 and its features, one pass
+    p0 = scores0[0, target]
+    feats = rl_env.select_features(feats0, config.stage)
     params = rl_env.EnvParams(
         model_fn=model_fn, features_fn=features_fn, images=images,
         targets=jnp.asarray(target, jnp.int32)[None], original_features=feats,
-        blank_features=blank, mean_rgb=mean_rgb, std_rgb=std_rgb, grid=k, mode=config.mode,
-        substrate=config.substrate, mask_visited=config.mask_visited,
-        num_class_planes=config.num_class_planes, stage=config.stage,
+        blank_features=jnp.zeros(feats.shape[1:], jnp.float32), mean_rgb=mean_rgb,
+        std_rgb=std_rgb, grid=k, mode=config.mode, substrate=config.substrate,
+        mask_visited=config.mask_visited, num_class_planes=config.num_class_planes,
+        stage=config.stage,
     )
     network = _network(config)
-    k_reset, k_act, k_step = jax.random.split(key, 3)
-    obs, state = rl_env.reset(k_reset, params)
+    k_noise, k_act = jax.random.split(key)
+    state = rl_env.EnvState(index=jnp.zeros((), jnp.int32),
+                            visited=jnp.zeros((k, k), bool),
+                            substrate=rl_env.draw_substrate(k_noise, params, (h, w)),
+                            t=jnp.zeros((), jnp.int32))
+    # the first canvas: the original (deletion) or the bare substrate (insertion: a trunk pass)
+    first = rl_env.select_features(features_fn(rl_env.canvas(state, params)[None]),
+                                   config.stage)[0] if insertion else feats[0]
 
     def _step(carry, t):
-        obs, state = carry
+        state, feats = carry
+        obs = rl_env.observation(feats, state, params)
         logits, _ = network.apply(agent_params, obs, rl_env.action_mask(state, params))
         sampled = jax.random.categorical(jax.random.fold_in(k_act, t), logits)
         action = jnp.where(deterministic, jnp.argmax(logits), sampled).astype(jnp.int32)
-        obs, state, _, _, info = rl_env.step(jax.random.fold_in(k_step, t), state, action, params)
-        return (obs, state), (action, info["score"])
+        visited = state.visited.reshape(-1).at[action].set(True).reshape(k, k)
+        state = rl_env.EnvState(state.index, visited, state.substrate, state.t + 1)
+        scores, feats = fused_fn(rl_env.canvas(state, params)[None])  # reward and next state
+        return (state, rl_env.select_features(feats, config.stage)[0]), (action, scores[0, target])
 
-    _, (actions, scores) = jax.lax.scan(_step, (obs, state), jnp.arange(k * k))
-    sal = trajectory_saliency(actions, scores, p0, grid=k, mode=config.mode)
+    _, (actions, scores) = jax.lax.scan(_step, (state, first), jnp.arange(k * k))
+    sal = trajectory_saliency(actions, scores, p0, grid=k, mode=config.mode,
+                              normalisation=config.normalisation)
     return masks.mirror_bilinear_resize(sal, (h, w))
 
 
@@ -221,8 +271,23 @@ def check_agent_params(agent_params, features_fn, image_hw, config: RexlConfig) 
         )
 
 
+def _check_fused(fused_fn, features_fn, image_hw, num_classes, stage) -> None:
+    probe = jax.ShapeDtypeStruct((1, *image_hw, 3), jnp.float32)
+    want = rl_env.select_features(jax.eval_shape(features_fn, probe), stage).shape
+    try:
+        out = jax.eval_shape(fused_fn, probe)
+        ok = (isinstance(out, tuple) and len(out) == 2 and out[0].shape == (1, num_classes)
+              and rl_env.select_features(out[1], stage).shape == want)
+    except Exception:  # noqa: BLE001 - a function that cannot take the images
+        ok = False
+    if not ok:
+        raise ValueError(f"fused_fn must map images f32[b, h, w, 3] to (model_fn(images) "
+                         f"f32[b, {num_classes}], features_fn(images)) with the stage of shape "
+                         f"{tuple(want)} for b = 1")
+
+
 def rexl(key, model_fn: ModelFn, image, target, *, config: RexlConfig = DEFAULT_CONFIG, agent_params,
-         features_fn, baseline=None, deterministic=True) -> jax.Array:
+         features_fn, fused_fn=None, baseline=None, deterministic=True) -> jax.Array:
     """RExL saliency of ``image`` for class ``target``: ``f32[h, w]`` in [0, 1].
 
     Args:
@@ -233,6 +298,9 @@ def rexl(key, model_fn: ModelFn, image, target, *, config: RexlConfig = DEFAULT_
       config: :class:`RexlConfig` (static), matching the agent's training environment.
       agent_params: the trained actor-critic's parameters (traced: new weights do not recompile).
       features_fn: the frozen state encoder the agent was trained with (a ``Partial``).
+      fused_fn: optional ``images -> (model_fn(images), features_fn(images))`` in ONE network
+        pass (when the encoder is the black box's own trunk): then each step costs one pass;
+        without it, two (the reward, then the next state).
       baseline: the substrate's centre colour; default the model's ``mean_rgb`` (else zeros).
       deterministic: argmax actions (default) or sampled ones (traced).
 
@@ -266,8 +334,13 @@ def rexl(key, model_fn: ModelFn, image, target, *, config: RexlConfig = DEFAULT_
         raise ValueError(f"config.num_class_planes={config.num_class_planes} is smaller than the "
                          f"model's {num_classes} classes")
     check_agent_params(agent_params, features_fn, hw, config)
+    if fused_fn is None:
+        fused_fn = jax.tree_util.Partial(_separate, model_fn, features_fn)
+    else:
+        fused_fn = as_pytree_fn(fused_fn, "fused_fn")
+        _check_fused(fused_fn, features_fn, hw, num_classes, config.stage)
     mean_rgb, std_rgb = rl_env.substrate_colours(model_fn, baseline)
-    operands = sharding.replicate((key, model_fn, features_fn, agent_params,
+    operands = sharding.replicate((key, model_fn, features_fn, fused_fn, agent_params,
                                    jnp.asarray(image, jnp.float32), jnp.asarray(target, jnp.int32),
                                    mean_rgb, std_rgb, jnp.asarray(deterministic, bool)))
     return _rexl(*operands, config=config)

@@ -1,13 +1,19 @@
 """The default RL agents of the embedded benchmark: train them for a classifier, find and check them.
 
-Three agents ship with saliency-jax, all dataset-wide (trained on the synthetic shapes training
+The agents that ship with saliency-jax are dataset-wide (trained on the synthetic shapes training
 images, :mod:`saliency_jax.data.shapes`) for the packaged ``resnet_small`` classifier at 112 x 112:
 
-* ``rexl_deletion_<model>`` and ``rexl_insertion_<model>``: RExL (:func:`saliency_jax.rexl`), a
-  7 x 7 action grid, the classifier's own frozen trunk as the state encoder (the deepest stage
-  at least as fine as the grid: ``layer3``, 7 x 7 x 64), one-hot class planes, target = the
-  top-1 class, substrate = the model's mean colour, each patch visited once, PPO (default
-  hidden widths (128, 64)). One fused network pass per step gives the reward and the next state.
+* RExL (:func:`saliency_jax.rexl`): a 7 x 7 action grid, the classifier's own frozen trunk as the
+  state encoder (the deepest stage at least as fine as the grid: ``layer3``, 7 x 7 x 64), one-hot
+  class planes, target = the top-1 class, PPO (hidden widths (128, 64)); one fused network pass
+  per step gives the reward and the next state, in training and at inference.
+
+  * ``rexl_deletion_<model>`` (method ``rexl``): the reference code's MDP, the
+    ``U[-0.5, 0.5)`` noise substrate (normalised space) and revisits allowed; sampled actions.
+  * ``rexl_deletion_masked_<model>`` (method ``rexl_masked``) and ``rexl_insertion_<model>``
+    (method ``rexl_insertion``): a variant MDP, the model's mean colour as the substrate and
+    each patch visited once; argmax actions.
+
 * ``rlcam_<model>``: RL-CAM (:func:`saliency_jax.rlcam`), a 7 x 7 grid, horizon 12, ``λ = 1``,
   target = the label, PPO with hidden widths (256, 128).
 
@@ -62,7 +68,8 @@ RLCAM_CONFIG = RlcamConfig(grid=7, horizon=12, size_penalty=1.0, batch_size=98)
 """The default RL-CAM agent's settings (16-px patches at 112², ``2P = 98`` look-ahead images)."""
 
 _FOLDERS = {"rexl": "rexl_deletion", "rexl_deletion": "rexl_deletion",
-            "rexl_insertion": "rexl_insertion", "rlcam": "rlcam"}
+            "rexl_masked": "rexl_deletion_masked", "rexl_insertion": "rexl_insertion",
+            "rlcam": "rlcam"}
 _RUN_FILE = "agent_run.json"
 
 
@@ -241,8 +248,9 @@ def train_rexl(mode: str, *, classifier_variables, run_dir, out=None,
                num_images: int = 2048, seed: int = 0, lr: float = 1e-3, layers=REXL_LAYERS,
                stage: str | None = None, grid: int = REXL_GRID,
                image_size: int = DEFAULT_IMAGE_SIZE, checkpoint_every: int = 20,
-               substrate: str = "baseline", mask_visited: bool = True, progress: bool = True,
-               max_chunks: int | None = None, command: str | None = None) -> dict | None:
+               substrate: str = "noise", mask_visited: bool = False, progress: bool = True,
+               max_chunks: int | None = None, command: str | None = None,
+               init_agent=None) -> dict | None:
     """Train (or resume) a dataset-wide RExL agent for a registry classifier.
 
     Episodes run on the first ``num_images`` shapes training images (``image_size`` px), target =
@@ -255,8 +263,13 @@ def train_rexl(mode: str, *, classifier_variables, run_dir, out=None,
     Args:
       mode: ``"deletion"`` or ``"insertion"``.
       classifier_variables: the classifier's variables (:func:`load_classifier_variables`).
+      substrate, mask_visited: the environment; default the reference code's MDP (noise,
+        revisits allowed).
       max_chunks: stop after this many checkpointed chunks (time boxes, tests).
       command: recorded in ``metrics.json`` (default ``sys.argv``).
+      init_agent: an agent folder whose parameters start the run instead of a random
+        initialisation (a warm start, e.g. from an agent of another MDP with the same observation
+        and layers); recorded in ``agent.json``. Fresh optimiser state.
 
     Returns:
       The training summary (``metrics.json`` plus ``agent_dir``), or ``None`` when ``max_chunks``
@@ -280,6 +293,9 @@ def train_rexl(mode: str, *, classifier_variables, run_dir, out=None,
             "dataset": f"saliency_shapes/train[:{num_images}] (seed 0, {image_size} px)",
             "num_images": num_images, "seed": seed, "targets": "top-1",
             "features": f"models.features_fn({model!r}, variables, names=({stage!r},))"}
+    if init_agent is not None:
+        init_agent = pathlib.Path(init_agent).expanduser().resolve()
+        meta["init_agent"] = str(init_agent)
     _check_run(run_dir, {"method": f"rexl_{mode}", **meta})
 
     t0 = time.perf_counter()
@@ -292,6 +308,8 @@ def train_rexl(mode: str, *, classifier_variables, run_dir, out=None,
         stage=stage, fused_fn=fused_fn)
     setup_s = time.perf_counter() - t0
     config = rexl_train_config(updates, num_envs=num_envs, lr=lr, layers=layers, grid=grid)
+    if init_agent is not None:
+        _warm_start(config, env_params, run_dir, jax.random.key(seed), init_agent)
     checkpoint.train_agent(config, env_params, run_dir, key=jax.random.key(seed),
                            checkpoint_every=checkpoint_every, progress=progress,
                            max_chunks=max_chunks, meta=meta)
@@ -299,6 +317,33 @@ def train_rexl(mode: str, *, classifier_variables, run_dir, out=None,
         return None
     return _finish(run_dir, out, {"setup_s": setup_s,
                                   "command": command or " ".join(sys.argv)})
+
+
+def _warm_start(config, env_params, run_dir: pathlib.Path, key, init_agent: pathlib.Path) -> None:
+    """Write update 0 of the run with ``init_agent``'s parameters (unless the run has started):
+    :func:`saliency_jax.rl.train_agent` then resumes from it, as from any checkpoint."""
+    import orbax.checkpoint as ocp
+
+    from saliency_jax._src.rl import checkpoint, ppo
+
+    manager = checkpoint._manager(run_dir / "checkpoints")
+    if manager.latest_step() is None:
+        params, _ = checkpoint.load_agent(init_agent)
+        runner = checkpoint._init_runner(config, rl_env.REXL, key, env_params)
+        fresh = runner.train_state.params
+        if jax.tree.structure(fresh) != jax.tree.structure(params) or any(
+                np.shape(a) != np.shape(b) for a, b in zip(jax.tree.leaves(fresh),
+                                                            jax.tree.leaves(params))):
+            raise ValueError(f"init_agent {init_agent} does not fit this environment and "
+                             "network (observation shape or layers differ)")
+        params = jax.tree.map(lambda a, b: jax.numpy.asarray(b, a.dtype), fresh, params)
+        state = ppo.TrainState(params, ppo.make_optimizer(config).init(params),
+                               runner.train_state.step)
+        manager.save(0, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(checkpoint._saveable(runner._replace(train_state=state))),
+            metrics=ocp.args.JsonSave({"history": {}, "wall_s": 0.0})))
+        manager.wait_until_finished()
+    manager.close()
 
 
 def _finished(run_dir: pathlib.Path, updates: int) -> bool:

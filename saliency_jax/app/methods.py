@@ -11,8 +11,9 @@ for this classifier, an image size its grid does not divide) raises
 :class:`MethodUnavailableError`; ``build_methods(..., on_unavailable=...)`` skips such methods.
 
 The RL methods use the agents of :mod:`saliency_jax.app.agents` (packaged for ``resnet_small``):
-``rexl`` / ``rexl_insertion`` only for the classifier they were trained on (same registry name
-and variables' sha256, same image size); ``rlcam`` for any classifier and any image size its
+``rexl`` (the reference code's MDP), ``rexl_masked`` (a variant MDP: mean-colour substrate, each
+patch once) and ``rexl_insertion`` only for the classifier they were trained on (same registry
+name and variables' sha256, same image size); each row's description names its MDP; ``rlcam`` for any classifier and any image size its
 7 x 7 grid divides (its observation is made of look-ahead scores only); ``rlcam_greedy`` needs
 no agent.
 """
@@ -153,30 +154,60 @@ def _iassa_reference(ctx: ModelContext, num_masks: int | None) -> Method:
                          f"IASSA (released-code variant), k={config.iterations}")
 
 
+REXL_VARIANTS = {
+    "rexl": ("deletion", "rexl"),
+    "rexl_masked": ("deletion", "rexl_masked"),
+    "rexl_insertion": ("insertion", "rexl_insertion"),
+}
+"""Method name -> (mode, packaged agent) of the RExL rows."""
+
+
+def _mdp_label(config) -> str:
+    """What the agent's environment is, against the reference code's (METHODS §3.1)."""
+    if config.substrate == "noise" and not config.mask_visited:
+        return "reference MDP: U[-0.5, 0.5) noise substrate, revisits allowed"
+    parts = ["mean-colour substrate" if config.substrate == "baseline" else "noise substrate",
+             "each patch once" if config.mask_visited else "revisits allowed"]
+    return "variant MDP: " + ", ".join(parts)
+
+
 def rexl_method(ctx: ModelContext, *, mode: str = "deletion", agent_dir=None,
-                deterministic: bool = True, name: str | None = None) -> Method:
+                deterministic: bool | None = None, name: str | None = None,
+                variant: str | None = None) -> Method:
     """RExL with the agent trained for ``ctx``'s classifier (default: the packaged one).
 
-    Argmax actions by default (the :func:`saliency_jax.rexl` default), else sampled.
+    ``variant`` names the packaged agent (``"rexl"``, ``"rexl_masked"``, ``"rexl_insertion"``;
+    default the one of ``mode``). Actions: ``deterministic=None`` (default) samples where the
+    agent's MDP allows revisits (the code's ``predict``; an argmax policy there repeats a revisit
+    to the end of the episode, see :mod:`saliency_jax._src.rexl`) and takes the argmax where each
+    patch is visited once. Each step is one network pass (the classifier's trunk is the encoder:
+    one fused pass gives the reward and the next state).
     Raises :class:`MethodUnavailableError` when the agent is missing or was trained for another
     classifier or image size (the message says how to train one).
     """
-    name = name or ("rexl" if mode == "deletion" else f"rexl_{mode}")
+    variant = variant or ("rexl" if mode == "deletion" else f"rexl_{mode}")
+    name = name or variant
+    if agent_dir is None:
+        agent_dir = agents.packaged_agent_dir(variant, ctx.name)
     try:
         params, config, features, meta = agents.rexl_agent_for(
             ctx.name, ctx.variables, ctx.image_hw, mode=mode, agent_dir=agent_dir)
     except ValueError as err:
         raise MethodUnavailableError(str(err)) from None
+    _, _, fused = agents.black_box(ctx.variables, config.stage, model=ctx.name,
+                                   image_size=ctx.image_hw[0])
+    if deterministic is None:
+        deterministic = config.mask_visited
 
     def explain(key, model_fn, image, target):
         return rexl(key, model_fn, image, target, config=config, agent_params=params,
-                    features_fn=features, deterministic=deterministic)
+                    features_fn=features, fused_fn=fused, deterministic=deterministic)
 
     actions = "argmax" if deterministic else "sampled"
     return Method(name, explain, rexl_num_queries(config),
-                  f"RExL ({config.mode} agent, {actions} actions, k={config.grid}, "
-                  f"{config.substrate} substrate; trained for {meta['model']} "
-                  f"sha256 {meta['classifier_sha256'][:12]})")
+                  f"RExL ({config.mode} agent, {_mdp_label(config)}; {actions} actions, "
+                  f"k={config.grid}, {config.normalisation} normalisation; trained for "
+                  f"{meta['model']} sha256 {meta['classifier_sha256'][:12]})")
 
 
 def _counted(run: Callable):
@@ -209,7 +240,7 @@ def rlcam_method(ctx: ModelContext, *, agent_dir=None, deterministic: bool = Tru
     actions = "argmax" if deterministic else "sampled"
     trained = meta.get("model", "?")
     return Method(name, explain, rlcam_num_queries(config),
-                  f"RL-CAM (learned agent, {actions} actions, k={config.grid}, "
+                  f"RL-CAM, reimplemented from the paper's abstract (learned agent, {actions} actions, k={config.grid}, "
                   f"T={config.steps}, λ={config.size_penalty:g}; trained on {trained}"
                   f"{'' if trained == ctx.name else ', scores-only observation'}; "
                   "it may stop early, so its queries vary per image)",
@@ -218,6 +249,10 @@ def rlcam_method(ctx: ModelContext, *, agent_dir=None, deterministic: bool = Tru
 
 def _rexl(ctx: ModelContext, num_masks: int | None) -> Method:
     return rexl_method(ctx, mode="deletion")
+
+
+def _rexl_masked(ctx: ModelContext, num_masks: int | None) -> Method:
+    return rexl_method(ctx, mode="deletion", variant="rexl_masked")
 
 
 def _rexl_insertion(ctx: ModelContext, num_masks: int | None) -> Method:
@@ -238,7 +273,8 @@ def _rlcam_greedy(ctx: ModelContext, num_masks: int | None) -> Method:
 
     explain, explain_counted = _counted(functools.partial(rlcam_greedy_explain, config=config))
     return Method("rlcam_greedy", explain, rlcam_num_queries(config),
-                  f"RL-CAM greedy look-ahead baseline (no agent), k={config.grid}, "
+                  f"RL-CAM (reimplemented from the abstract) greedy look-ahead baseline (no "
+                  f"agent), k={config.grid}, "
                   f"T={config.steps}, λ={config.size_penalty:g}; stops when no toggle helps",
                   explain_counted=explain_counted)
 
@@ -255,12 +291,14 @@ FACTORIES: dict[str, Callable[[ModelContext, int | None], Method]] = {
     "iassa": _iassa,
     "iassa_reference": _iassa_reference,
     "rexl": _rexl,
+    "rexl_masked": _rexl_masked,
     "rexl_insertion": _rexl_insertion,
     "rlcam": _rlcam,
     "rlcam_greedy": _rlcam_greedy,
     "random": _random,
 }
-DEFAULT_METHODS = ("rise", "iassa", "rexl", "rlcam", "occlusion", "gradcam", "lime", "random")
+DEFAULT_METHODS = ("rise", "iassa", "rexl", "rexl_masked", "rlcam", "occlusion", "gradcam", "lime",
+                   "random")
 
 
 def available_methods() -> list[str]:

@@ -1,0 +1,212 @@
+"""RL-CAM at equal query budgets: the learned agent against greedy, RISE, occlusion and LIME.
+
+RL-CAM here is a **reimplementation from the paper's abstract** (Sarkar et al., CVPRW 2023; no
+paper body or code was found, METHODS §4): the MDP of :mod:`saliency_jax._src.rlcam_env`, whose
+observation holds the exact one-step look-ahead gain of every toggle. The packaged agent
+(``rlcam_resnet_small``) stops when it chooses, so its queries vary per image. The budget
+``N`` of the other methods is RL-CAM's **mean** queries over the images (measured first):
+
+* ``rlcam``: the learned agent (argmax actions); ``rlcam_greedy``: the same MDP, greedy
+  look-ahead, no learning;
+* ``rise_N``: RISE with ``N`` masks (s = 7, p = 0.5); ``lime_N``: LIME with ``N`` samples;
+* ``occlusion``: window 32 px (64 at 224²), the stride chosen so that its windows + 1 are the
+  most at or under ``N``.
+
+Quality against the exact object masks of the synthetic shapes test split (targets = labels,
+packaged ``resnet_small``, 112²): IoU and F1 of a binary mask (RL-CAM/greedy: the episode's own
+patch mask; the map methods: ``binarize(threshold=0.3, mode="relative")``, the IASSA code's rule;
+``map_iou``: the same rule applied to every method's map, RL-CAM's credit map included), the
+pointing game (tolerance 7.5 px = 15 px at 224²), deletion (lower is better) and insertion AUC
+(step 56 px). Means with ±1.96 s.e. intervals. Time: methods interleaved image by image, median
+seconds per image after one compiling call each.
+
+    python benchmarks/bench_rlcam_budget.py --num-images 100    # results/rlcam_budget.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import pathlib
+import statistics
+import sys
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run as a script
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from benchmarks import common  # noqa: E402
+from saliency_jax import metrics  # noqa: E402
+from saliency_jax._src import rlcam  # noqa: E402
+from saliency_jax._src.lime import LimeConfig, lime  # noqa: E402
+from saliency_jax._src.occlusion import OcclusionConfig, occlusion  # noqa: E402
+from saliency_jax._src.rise import RiseConfig, rise  # noqa: E402
+from saliency_jax.app import agents, classifiers  # noqa: E402
+from saliency_jax.data import shapes  # noqa: E402
+
+MODEL = agents.DEFAULT_MODEL
+SIZE = 112
+STEP = 56
+TOLERANCE = 15 * SIZE / 224
+WINDOW = 32
+FIELDS = ("iou", "f1", "map_iou", "pointing", "deletion", "insertion", "queries")
+
+
+def _mean_ci(values) -> dict:
+    values = np.asarray(values, np.float64)
+    half = 1.96 * values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
+    return {"mean": float(values.mean()), "ci95": [float(values.mean() - half),
+                                                   float(values.mean() + half)]}
+
+
+def occlusion_for_budget(budget: int) -> OcclusionConfig:
+    """Window 32 px and the smallest stride whose windows + 1 are at most ``budget``."""
+    for stride in range(1, SIZE):
+        config = OcclusionConfig(window=WINDOW, stride=stride)
+        if config.num_windows((SIZE, SIZE)) + 1 <= budget:
+            return config
+    raise ValueError(f"budget {budget} is too small for occlusion")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--num-images", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out-name", default="rlcam_budget")
+    args = parser.parse_args(argv)
+    log = functools.partial(print, flush=True)
+    load_start = list(os.getloadavg())
+
+    model_fn, _ = classifiers.load_classifier(MODEL)
+    data = shapes.generate_arrays("test", args.num_images, seed=0, image_size=SIZE)
+    images = jnp.asarray(data["image"], jnp.float32) / 255.0
+    labels, gt = np.asarray(data["label"], np.int32), np.asarray(data["mask"])
+    keys = jax.random.split(jax.random.key(args.seed), args.num_images)
+    params, config, _ = agents.rlcam_agent_for((SIZE, SIZE))
+
+    def episode(run):
+        def call(key, image, target):
+            r = run(key, model_fn, image, target)
+            return r.saliency, r.mask, r.num_queries
+        return jax.jit(call)
+
+    runs = {"rlcam": episode(functools.partial(rlcam.rlcam_explain, config=config,
+                                                 agent_params=params)),
+            "rlcam_greedy": episode(functools.partial(rlcam.rlcam_greedy_explain,
+                                                        config=agents.RLCAM_CONFIG))}
+    # RL-CAM first, on every image: its mean queries set the others' budget.
+    outputs = {name: [] for name in runs}
+    times = {name: [] for name in runs}
+    compile_s = {}
+    for name, run in runs.items():
+        t0 = time.perf_counter()
+        jax.block_until_ready(run(keys[0], images[0], labels[0]))
+        compile_s[name] = time.perf_counter() - t0
+    for i in range(args.num_images):
+        for name, run in runs.items():
+            t0 = time.perf_counter()
+            out = jax.block_until_ready(run(keys[i], images[i], labels[i]))
+            times[name].append(time.perf_counter() - t0)
+            outputs[name].append(out)
+    budget = int(round(np.mean([int(o[2]) for o in outputs["rlcam"]])))
+    occ = occlusion_for_budget(budget)
+    log(f"RL-CAM mean queries {budget}; occlusion stride {occ.stride} "
+        f"({occ.num_windows((SIZE, SIZE)) + 1} queries)")
+
+    def as_map_method(fn, queries, jit=True):
+        def call(key, image, target):
+            sal = fn(key, model_fn, image, target)
+            return sal, metrics.binarize(sal, threshold=0.3, mode="relative"), jnp.int32(queries)
+        return jax.jit(call) if jit else call  # LIME segments its image outside jit
+
+    maps = {f"rise_{budget}": as_map_method(functools.partial(rise, config=RiseConfig(
+                num_masks=budget, grid=7, p_keep=0.5, batch_size=100)), budget),
+            f"lime_{budget}": as_map_method(functools.partial(lime, config=LimeConfig(
+                num_samples=budget)), budget, jit=False),
+            "occlusion": as_map_method(functools.partial(occlusion, config=occ),
+                                       occ.num_windows((SIZE, SIZE)) + 1)}
+    for name, run in maps.items():
+        outputs[name], times[name] = [], []
+        t0 = time.perf_counter()
+        jax.block_until_ready(run(keys[0], images[0], labels[0]))
+        compile_s[name] = time.perf_counter() - t0
+    for i in range(args.num_images):
+        for name, run in maps.items():
+            t0 = time.perf_counter()
+            out = jax.block_until_ready(run(keys[i], images[i], labels[i]))
+            times[name].append(time.perf_counter() - t0)
+            outputs[name].append(out)
+        if (i + 1) % 10 == 0:
+            log(f"maps: {i + 1}/{args.num_images}")
+
+    deletion = jax.jit(functools.partial(metrics.deletion, step=STEP))
+    insertion = jax.jit(functools.partial(metrics.insertion, step=STEP))
+    results = {}
+    for name, outs in outputs.items():
+        rows = {f: [] for f in FIELDS}
+        for i, (sal, mask, queries) in enumerate(outs):
+            ov = metrics.overlap(mask, gt[i])
+            rows["iou"].append(float(ov.iou))
+            rows["f1"].append(float(ov.f1))
+            rows["map_iou"].append(float(metrics.overlap(
+                metrics.binarize(sal, threshold=0.3, mode="relative"), gt[i]).iou))
+            rows["pointing"].append(float(metrics.pointing_game(sal, gt[i],
+                                                                tolerance=TOLERANCE)))
+            rows["deletion"].append(float(deletion(model_fn, images[i], sal, labels[i]).auc))
+            rows["insertion"].append(float(insertion(model_fn, images[i], sal, labels[i]).auc))
+            rows["queries"].append(int(queries))
+        results[name] = {"summary": {f: _mean_ci(v) for f, v in rows.items()},
+                         "per_image": rows, "median_s_per_image": statistics.median(times[name]),
+                         "compile_and_first_s": compile_s[name]}
+        s = results[name]["summary"]
+        log(f"{name:14s} " + " ".join(f"{f} {s[f]['mean']:.3f}" for f in FIELDS)
+            + f" {results[name]['median_s_per_image']:.3f} s")
+    payload = {
+        "what": "RL-CAM (reimplementation from the abstract) at equal query budgets",
+        "images": f"saliency_shapes/test[:{args.num_images}], targets = labels, {SIZE}²",
+        "budget": budget, "occlusion": {"window": occ.window, "stride": occ.stride},
+        "rlcam_config": config.to_dict(), "methods": results, "load_average_start": load_start,
+        "environment": common.environment(), "command": " ".join(sys.argv),
+    }
+    log(f"wrote {common.write_result(args.out_name, payload)}")
+
+
+def _fmt(entry):
+    lo, hi = entry["ci95"]
+    return f"{entry['mean']:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def table_section(lines: list[str]) -> None:
+    """The markdown section of ``results/rlcam_budget.json`` (for ``make_tables.py``)."""
+    path = common.RESULTS / "rlcam_budget.json"
+    if not path.exists():
+        return
+    d = json.loads(path.read_text())
+    lines += ["## RL-CAM at equal query budgets (`bench_rlcam_budget.py`)", "",
+              f"RL-CAM is a reimplementation from the paper's abstract (no paper body or code "
+              f"found). {d['images']}; budget N = RL-CAM's mean queries = {d['budget']}; "
+              f"occlusion window {d['occlusion']['window']} px, stride "
+              f"{d['occlusion']['stride']}. IoU/F1: the episode's mask (RL-CAM, greedy) or the "
+              "map binarised at 0.3 of its max; map IoU: that rule for every map. Means with "
+              "95 % intervals.", "",
+              "| method | queries | IoU ↑ | F1 ↑ | map IoU ↑ | pointing ↑ | deletion ↓ | "
+              "insertion ↑ | s / image |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in d["methods"].items():
+        s = r["summary"]
+        lines.append(f"| {name} | {s['queries']['mean']:.0f} | {_fmt(s['iou'])} | "
+                     f"{_fmt(s['f1'])} | {_fmt(s['map_iou'])} | {_fmt(s['pointing'])} | "
+                     f"{_fmt(s['deletion'])} | {_fmt(s['insertion'])} | "
+                     f"{r['median_s_per_image']:.3f} |")
+    env = d["environment"]
+    lines += ["", f"Measured on {env.get('device_kind', '?')} ({env.get('cpu_count')} cores), "
+              f"load average {d.get('load_average_start')} at the start, "
+              f"{env.get('load_average')} at the end. Command: `{d['command']}`.", ""]
+
+
+if __name__ == "__main__":
+    main()
