@@ -5,11 +5,23 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+sys.path.insert(0, str(HERE.parent))  # run as a script: `benchmarks.<script>` importable
+
+
+def _script_section(script):
+    """The ``table_section(lines)`` of ``benchmarks/<script>.py`` (next to its JSON writer)."""
+
+    def section(lines):
+        importlib.import_module(f"benchmarks.{script}").table_section(lines)
+
+    return section
 
 
 def _load(name):
@@ -152,26 +164,6 @@ def classifiers_section(lines):
               "`benchmarks/train_default_classifiers.py`.", "",
               "| model | test acc. | last phase steps | train images | p(true) | "
               "object box occluded | same area elsewhere | last phase min |", "|---|---|---|---|---|---|---|---|", *rows, ""]
-
-
-def rexl_section(lines):
-    d = _load("rexl_vs_rise")
-    if d is None:
-        return
-    lines += ["## RExL vs RISE (`bench_rexl.py`)", "",
-              f"{d['model']}, {d['num_images']} test images, {d['image_size']}², step "
-              f"{d['step']} px. Ratios against RISE on the same images.", "",
-              "| method | queries | deletion ↓ | insertion ↑ | ins. ÷ RISE | del. ÷ RISE | "
-              "s / image |", "|---|---|---|---|---|---|---|"]
-    for r in d["results"]:
-        ins_r = r.get("insertion_vs_rise")
-        del_r = r.get("deletion_vs_rise")
-        lines.append(
-            f"| {r['method']} | {r['queries']} | {r['deletion_auc']:.3f} ± "
-            f"{r['deletion_auc_std']:.3f} | {r['insertion_auc']:.3f} ± "
-            f"{r['insertion_auc_std']:.3f} | {'' if ins_r is None else f'{ins_r:.2f}'} | "
-            f"{'' if del_r is None else f'{del_r:.2f}'} | {r['median_s_per_image']:.2f} |")
-    lines += ["", f"Measured on {_env(d)}. Command: `{d['command']}`.", ""]
 
 
 def rlcam_section(lines):
@@ -346,7 +338,8 @@ def main():
     scale_section(lines, "scale_tiny", "The main job at scale, a dispatch-bound model")
     scale_section(lines, "scale_bound", "The main job against its compute bound")
     for section in (rise_section, torch_section, metrics_section, iassa_section,
-                    iassa_iterations_section, rexl_section, rlcam_section):
+                    iassa_iterations_section, _script_section("bench_rexl"), rlcam_section,
+                    _script_section("bench_rlcam_budget"), _script_section("bench_progress")):
         section(lines)
     (HERE / "README.md").write_text("\n".join(lines))
     readme_results()

@@ -20,9 +20,9 @@ import sys
 # Kept here (not imported from saliency_jax.app.methods / models / data) so that --help and
 # argument errors import no JAX; tests/test_cli.py checks them against the registries.
 METHOD_NAMES = ("rise", "occlusion", "gradcam", "lime", "iassa", "iassa_reference", "rexl",
-                "rexl_insertion", "rlcam", "rlcam_greedy", "random")
-DEFAULT_METHOD_NAMES = ("rise", "iassa", "rexl", "rlcam", "occlusion", "gradcam", "lime",
-                        "random")
+                "rexl_masked", "rexl_insertion", "rlcam", "rlcam_greedy", "random")
+DEFAULT_METHOD_NAMES = ("rise", "iassa", "rexl", "rexl_masked", "rlcam", "occlusion", "gradcam",
+                        "lime", "random")
 DATASET_NAMES = ("saliency_shapes", "photos", "imagenet2012", "voc/2007", "coco/2014")
 INTERRUPTED = 130
 """Exit status after Ctrl-C (128 + SIGINT), as shells report it."""
@@ -526,6 +526,14 @@ def add_train_agent_arguments(ta: argparse.ArgumentParser) -> None:
                     help="the agent to train")
     ta.add_argument("--mode", choices=("deletion", "insertion"), default=None,
                     help="RExL's environment (default deletion)")
+    ta.add_argument("--substrate", choices=("noise", "baseline"), default=None,
+                    help="RExL: what an unrevealed patch holds, U[-0.5, 0.5) noise as the "
+                    "reference code (default) or the model's mean colour (the rexl_masked MDP)")
+    ta.add_argument("--mask-visited", action="store_true",
+                    help="RExL: each patch at most once (the rexl_masked MDP; the reference "
+                    "allows revisits)")
+    ta.add_argument("--init-agent", default=None, metavar="DIR",
+                    help="RExL: warm-start from this agent's parameters (fresh optimiser)")
     ta.add_argument("--model", default="resnet_small",
                     help="the classifier's registry name (default: %(default)s)")
     ta.add_argument("--classifier", default=None, metavar="DIR",
@@ -566,8 +574,10 @@ def _command_line(args) -> str:
 
 def run_train_agent(args) -> int:
     args.method = args.method.replace("-", "")  # "rl-cam", the issue tracker's spelling
-    if args.method == "rlcam" and args.mode is not None:
-        raise ValueError("--mode applies to --method rexl only")
+    if args.method == "rlcam" and (args.mode is not None or args.substrate is not None
+                                   or args.mask_visited or args.init_agent is not None):
+        raise ValueError("--mode, --substrate, --mask-visited and --init-agent apply to "
+                         "--method rexl only")
     if args.install and args.out is not None:
         raise ValueError("give --out or --install, not both")
     command = _command_line(args)
@@ -593,7 +603,9 @@ def run_train_agent(args) -> int:
                   seed=args.seed, image_size=args.image_size, progress=not args.no_progress,
                   command=command, **options)
     if args.method == "rexl":
-        summary = agents.train_rexl(args.mode or "deletion", **common)
+        summary = agents.train_rexl(args.mode or "deletion", substrate=args.substrate or "noise",
+                                    mask_visited=args.mask_visited, init_agent=args.init_agent,
+                                    **common)
     else:
         summary = agents.train_rlcam_default(**common)
     if summary is None:

@@ -77,7 +77,12 @@ def _random_map(key, model_fn, image, target):
 
 
 def _rise(ctx: ModelContext, num_masks: int | None) -> Method:
-    config = RiseConfig(num_masks=num_masks or 4000, grid=7, p_keep=0.5, batch_size=100)
+    if num_masks is not None and (isinstance(num_masks, bool) or not isinstance(num_masks, int)
+                                  or num_masks < 1):
+        raise ValueError(f"num_masks must be None (default 4000) or an integer >= 1, "
+                         f"got {num_masks!r}")
+    config = RiseConfig(num_masks=4000 if num_masks is None else num_masks, grid=7, p_keep=0.5,
+                        batch_size=100)
 
     def explain(key, model_fn, image, target):
         return rise(key, model_fn, image, target, config=config)
