@@ -19,6 +19,7 @@ def packaged():
     return model_fn, variables, jnp.asarray(data["image"], jnp.float32) / 255, data["label"]
 
 
+@pytest.mark.slow
 def test_bfloat16_computes_in_bfloat16_and_returns_float32(packaged):
     f32, variables, images, labels = packaged
     bf16 = sj.classifier("resnet_small", variables, dtype="bfloat16")
