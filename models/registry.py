@@ -5,9 +5,9 @@
     available() -> tuple[str, ...]
     get(name, *, num_classes=None) -> ModelSpec
     init(name, key, *, input_hw=None, num_classes=None) -> variables
-    classifier(name, variables, *, num_classes=None) -> ModelFn      # images in [0, 1] -> probs
-    logits_fn(name, variables, *, num_classes=None) -> ModelFn       # images in [0, 1] -> logits
-    features_fn(name, variables, *, names=None, num_classes=None)    # images -> {stage: features}
+    classifier(name, variables, *, num_classes=None, dtype=None) -> ModelFn   # images -> probs
+    logits_fn(name, variables, *, num_classes=None, dtype=None) -> ModelFn    # images -> logits
+    features_fn(name, variables, *, names=None, num_classes=None, dtype=None) # -> {stage: feats}
 
 The returned functions are ``jax.tree_util.Partial(apply_fn, variables, mean_rgb=f32[3],
 std_rgb=f32[3])``: the weights and the normalisation are traced leaves and ``apply_fn`` is one
@@ -197,50 +197,94 @@ def _normalise(images, mean_rgb, std_rgb):
     return (images - jnp.reshape(mean_rgb, (1, 1, 1, 3))) / jnp.reshape(std_rgb, (1, 1, 1, 3))
 
 
+_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def _check_dtype(dtype) -> str | None:
+    """The compute dtype's name, ``None`` for float32 (the default, no casts compiled in)."""
+    if dtype is None:
+        return None
+    try:
+        name = jnp.dtype(dtype).name
+    except TypeError:
+        name = None
+    if name not in _DTYPES:
+        raise ValueError(f"dtype must be None, float32, bfloat16 or float16, got {dtype!r}")
+    return None if name == "float32" else name
+
+
+def _cast(tree, dtype):
+    """Floating leaves of ``tree`` cast to ``dtype`` (integer leaves, e.g. counters, kept)."""
+    return jax.tree.map(
+        lambda v: v.astype(dtype) if jnp.issubdtype(jnp.result_type(v), jnp.floating) else v,
+        tree)
+
+
 @functools.cache
-def _apply_fn(name: str, num_classes: int, output: str, names: tuple[str, ...] | None = None):
+def _apply_fn(name: str, num_classes: int, output: str, names: tuple[str, ...] | None = None,
+              dtype: str | None = None):
     module = _module(name, num_classes)
+    compute = _DTYPES[dtype] if dtype is not None else None
+
+    def run(variables, images, mean_rgb, std_rgb, **kwargs):
+        x = _normalise(images, mean_rgb, std_rgb)
+        if compute is not None:  # weights and activations in ``compute``; outputs float32
+            variables, x = _cast(variables, compute), x.astype(compute)
+        out = module.apply(variables, x, train=False, **kwargs)
+        return _cast(out, jnp.float32) if compute is not None else out
 
     def probabilities(variables, images, *, mean_rgb, std_rgb):
-        logits = module.apply(variables, _normalise(images, mean_rgb, std_rgb), train=False)
-        return jax.nn.softmax(logits, axis=-1)
+        return jax.nn.softmax(run(variables, images, mean_rgb, std_rgb), axis=-1)
 
     def logits(variables, images, *, mean_rgb, std_rgb):
-        return module.apply(variables, _normalise(images, mean_rgb, std_rgb), train=False)
+        return run(variables, images, mean_rgb, std_rgb)
 
     def features(variables, images, *, mean_rgb, std_rgb):
-        x = _normalise(images, mean_rgb, std_rgb)
-        _, feats = module.apply(variables, x, train=False, features=True)
+        _, feats = run(variables, images, mean_rgb, std_rgb, features=True)
         return {n: feats[n] for n in names}
 
     fn = {"probabilities": probabilities, "logits": logits, "features": features}[output]
-    fn.__qualname__ = fn.__name__ = f"{name}_{num_classes}_{output}"
+    suffix = "" if dtype is None else f"_{dtype}"
+    fn.__qualname__ = fn.__name__ = f"{name}_{num_classes}_{output}{suffix}"
     return fn
 
 
-def _partial(spec: ModelSpec, output: str, variables, names=None) -> jax.tree_util.Partial:
+def _partial(spec: ModelSpec, output: str, variables, names=None,
+             dtype=None) -> jax.tree_util.Partial:
     return jax.tree_util.Partial(
-        _apply_fn(spec.name, spec.num_classes, output, names),
+        _apply_fn(spec.name, spec.num_classes, output, names, _check_dtype(dtype)),
         variables,
         mean_rgb=jnp.asarray(spec.mean_rgb, jnp.float32),
         std_rgb=jnp.asarray(spec.std_rgb, jnp.float32),
     )
 
 
-def classifier(name: str, variables, *, num_classes: int | None = None):
-    """``ModelFn``: images ``f32[b, h, w, 3]`` in [0, 1] -> softmax probabilities ``f32[b, k]``."""
-    return _partial(spec_for(name, variables, num_classes=num_classes), "probabilities", variables)
+def classifier(name: str, variables, *, num_classes: int | None = None, dtype=None):
+    """``ModelFn``: images ``f32[b, h, w, 3]`` in [0, 1] -> softmax probabilities ``f32[b, k]``.
+
+    ``dtype``: the compute dtype, ``None``/``float32`` (default), ``bfloat16`` or ``float16``:
+    weights and activations are cast to it inside the call (the variables stay float32), the
+    logits come back as float32 and the softmax, and any saliency accumulated from the scores,
+    is float32. Mixed precision is for GPUs and TPUs; on a CPU without native bf16 it is slower
+    (``benchmarks/results/mixed_precision.json``).
+    """
+    return _partial(spec_for(name, variables, num_classes=num_classes), "probabilities",
+                    variables, dtype=dtype)
 
 
-def logits_fn(name: str, variables, *, num_classes: int | None = None):
-    """Images ``f32[b, h, w, 3]`` in [0, 1] -> logits ``f32[b, k]`` (for gradient methods)."""
-    return _partial(spec_for(name, variables, num_classes=num_classes), "logits", variables)
+def logits_fn(name: str, variables, *, num_classes: int | None = None, dtype=None):
+    """Images ``f32[b, h, w, 3]`` in [0, 1] -> logits ``f32[b, k]`` (for gradient methods);
+    ``dtype`` as in :func:`classifier`."""
+    return _partial(spec_for(name, variables, num_classes=num_classes), "logits", variables,
+                    dtype=dtype)
 
 
-def features_fn(name: str, variables, *, names=None, num_classes: int | None = None):
+def features_fn(name: str, variables, *, names=None, num_classes: int | None = None,
+                dtype=None):
     """Images ``f32[b, h, w, 3]`` in [0, 1] -> ``{stage name: f32[b, h_s, w_s, c_s]}``.
 
-    ``names`` (default: all of ``get(name).feature_names``) selects the stages returned.
+    ``names`` (default: all of ``get(name).feature_names``) selects the stages returned;
+    ``dtype`` as in :func:`classifier` (features come back as float32).
     """
     spec = spec_for(name, variables, num_classes=num_classes)
     if names is None:
@@ -254,4 +298,4 @@ def features_fn(name: str, variables, *, names=None, num_classes: int | None = N
             f"names must be a non-empty subset of {name!r}'s features "
             f"{', '.join(spec.feature_names)}; got {list(names)}"
         )
-    return _partial(spec, "features", variables, names)
+    return _partial(spec, "features", variables, names, dtype=dtype)

@@ -41,6 +41,7 @@ from saliency_jax._src.rexl import (
 )
 from saliency_jax._src.rexl import init_agent as init_rexl_agent
 from saliency_jax._src.rise import RiseConfig, rise, rise_all_classes, rise_from_masks
+from saliency_jax._src.rise_anytime import RiseAnytimeConfig, RiseAnytimeResult, rise_anytime
 from saliency_jax._src.rlcam import (
     RlcamConfig,
     RlcamResult,
@@ -65,6 +66,8 @@ __all__ = [
     "ModelFn",
     "OcclusionConfig",
     "RexlConfig",
+    "RiseAnytimeConfig",
+    "RiseAnytimeResult",
     "RiseConfig",
     "RlcamConfig",
     "RlcamResult",
@@ -91,6 +94,7 @@ __all__ = [
     "rexl_num_queries",
     "rise",
     "rise_all_classes",
+    "rise_anytime",
     "rise_from_masks",
     "rl",
     "rlcam",

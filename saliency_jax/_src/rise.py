@@ -17,8 +17,12 @@ float32; the chunks are split over all devices (:mod:`saliency_jax._src.sharding
 chunk whatever ``num_masks``; mask ``i`` depends on ``fold_in(key, i)`` only, so the map does
 not depend on ``batch_size`` or the number of devices beyond float summation order.
 
-Static under ``jit`` (a new value compiles anew): ``num_masks``, ``grid``, ``batch_size`` and the
-image size. Traced: ``key``, ``model_fn``'s parameters, ``image``, ``target``, ``baseline``,
+Progress: ``progress(masks_done, num_masks)`` is called on the host after each chunk, from
+inside the compiled loop (``jax.debug.callback``, after the chunk's scores exist); with
+``progress=None`` the compiled program has no callback at all.
+
+Static under ``jit`` (a new value compiles anew): ``num_masks``, ``grid``, ``batch_size``, whether
+there is a ``progress`` callback, and the image size. Traced: ``key``, ``model_fn``'s parameters, ``image``, ``target``, ``baseline``,
 ``p_keep``. Batch over images with ``jax.vmap`` (the mask axis stays the sharded one).
 """
 
@@ -26,6 +30,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
+import threading
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -78,6 +85,52 @@ class RiseConfig:
 DEFAULT_CONFIG = RiseConfig()
 
 
+# --------------------------------------------------------------------------- progress
+
+# Host side of the progress callback: the compiled program passes a traced call id (so a new
+# callback does not recompile) and the chunk's count of valid masks; every device's chunks add
+# to the same counter. Entries are dropped once complete; at most _MAX_CALLS are kept.
+_PROGRESS: dict[int, list] = {}
+_PROGRESS_LOCK = threading.Lock()
+_PROGRESS_IDS = itertools.count(1)
+_MAX_CALLS = 256
+NO_PROGRESS = -1  # the call id when there is no callback (the program then has none)
+
+
+def register_progress(progress: Callable[[int, int], None] | None, total: int) -> int:
+    """A call id for ``progress`` (``NO_PROGRESS`` for ``None``); ``ValueError`` if not callable."""
+    if progress is None:
+        return NO_PROGRESS
+    if not callable(progress):
+        raise ValueError(f"progress must be None or a callable (masks_done, num_masks), "
+                         f"got {type(progress).__name__}")
+    call_id = next(_PROGRESS_IDS) % (2**31 - 1)
+    with _PROGRESS_LOCK:
+        while len(_PROGRESS) >= _MAX_CALLS:
+            _PROGRESS.pop(next(iter(_PROGRESS)))
+        _PROGRESS[call_id] = [progress, 0, int(total)]
+    return call_id
+
+
+def _on_chunk_done(call_id, num_valid, _dependency):
+    with _PROGRESS_LOCK:
+        entry = _PROGRESS.get(int(call_id))
+        if entry is None:
+            return
+        entry[1] += int(num_valid)
+        progress, done, total = entry
+        if done >= total:
+            _PROGRESS.pop(int(call_id), None)
+    progress(min(done, total), total)
+
+
+def report_chunk(call_id, valid, after):
+    """Inside the compiled loop: tell the host that the chunk's ``valid`` masks are done.
+    ``after`` (a value computed from the chunk's scores) orders the call after the chunk."""
+    jax.debug.callback(_on_chunk_done, call_id, jnp.sum(valid.astype(jnp.int32)),
+                       jnp.ravel(after)[0])
+
+
 # --------------------------------------------------------------------------- estimator
 
 
@@ -97,35 +150,47 @@ def _masked_scores(model_fn, image, mask_chunk, baseline):
 
 
 def _rise_sum(weigh, key, model_fn, image, baseline, p_keep, target, *, num_masks, grid,
-              batch_size):
-    """``Σ_i weigh(f(I ⊙ M_i), M_i) / (N p)`` over masks ``0..N-1`` from ``key``, chunked."""
+              batch_size, call_id=None):
+    """``Σ_i weigh(f(I ⊙ M_i), M_i) / (N p)`` over masks ``0..N-1`` from ``key``, chunked.
+    With a ``call_id`` (traced int32) each chunk reports its progress to the host."""
     image_hw = image.shape[:2]
 
     def chunk_sum(operands, indices, valid):
-        key, model_fn, image, baseline, p_keep, target = operands
+        key, model_fn, image, baseline, p_keep, target, call_id = operands
         mask_chunk = masks.rise_masks_at(key, indices, grid=grid, p_keep=p_keep,
                                          image_hw=image_hw)
         scores = _masked_scores(model_fn, image, mask_chunk, baseline)
         scores = jnp.where(valid[:, None], scores, 0.0)  # padding masks past N weigh nothing
-        return weigh(scores, mask_chunk, target)
+        total = weigh(scores, mask_chunk, target)
+        if call_id is not None:
+            report_chunk(call_id, valid, total)
+        return total
 
     total = sharding.sharded_chunk_sum(
-        chunk_sum, (key, model_fn, image, baseline, p_keep, target),
+        chunk_sum, (key, model_fn, image, baseline, p_keep, target, call_id),
         num_items=num_masks, chunk_size=batch_size,
     )
     return total / (num_masks * p_keep)
 
 
 @functools.partial(jax.jit, static_argnames=("num_masks", "grid", "batch_size"))
-def _rise_target(key, model_fn, image, target, baseline, p_keep, *, num_masks, grid, batch_size):
+def _rise_target(key, model_fn, image, target, baseline, p_keep, call_id=None, *, num_masks,
+                 grid, batch_size):
     return _rise_sum(_weighted_sum_target, key, model_fn, image, baseline, p_keep, target,
-                     num_masks=num_masks, grid=grid, batch_size=batch_size)
+                     num_masks=num_masks, grid=grid, batch_size=batch_size, call_id=call_id)
 
 
 @functools.partial(jax.jit, static_argnames=("num_masks", "grid", "batch_size"))
-def _rise_all(key, model_fn, image, baseline, p_keep, *, num_masks, grid, batch_size):
+def _rise_all(key, model_fn, image, baseline, p_keep, call_id=None, *, num_masks, grid,
+              batch_size):
     return _rise_sum(_weighted_sum_all, key, model_fn, image, baseline, p_keep, None,
-                     num_masks=num_masks, grid=grid, batch_size=batch_size)
+                     num_masks=num_masks, grid=grid, batch_size=batch_size, call_id=call_id)
+
+
+def _call_id_operand(progress, total):
+    """The traced call id, or ``None`` (no callback compiled in) when ``progress`` is None."""
+    call_id = register_progress(progress, total)
+    return None if call_id == NO_PROGRESS else jnp.int32(call_id)
 
 
 @functools.partial(jax.jit, static_argnames=("batch_size",))
@@ -154,7 +219,8 @@ def _prepare(model_fn, image, config, baseline):
     return jnp.asarray(image, jnp.float32), baseline, num_classes, static
 
 
-def rise(key, model_fn: ModelFn, image, target, *, config: RiseConfig = DEFAULT_CONFIG, baseline=None):
+def rise(key, model_fn: ModelFn, image, target, *, config: RiseConfig = DEFAULT_CONFIG,
+         baseline=None, progress: Callable[[int, int], None] | None = None):
     """The RISE saliency map of class ``target``: ``f32[h, w]``.
 
     ``S(λ) = 1/(N·p) Σ_i f_target(I ⊙ M_i) M_i(λ)`` over ``N = config.num_masks`` masks drawn
@@ -168,6 +234,8 @@ def rise(key, model_fn: ModelFn, image, target, *, config: RiseConfig = DEFAULT_
       config: :class:`RiseConfig` (static).
       baseline: what a masked pixel becomes: ``None`` (the model's ``mean_rgb``, else black),
         a scalar, an RGB ``f32[3]`` or an ``f32[h, w, 3]`` image.
+      progress: ``None`` or ``progress(masks_done, num_masks)``, called on the host after each
+        chunk of ``batch_size`` masks (under ``vmap``, once per image and chunk).
 
     Returns:
       ``f32[h, w]``. Its mean over pixels is about the target's mean masked score.
@@ -188,12 +256,14 @@ def rise(key, model_fn: ModelFn, image, target, *, config: RiseConfig = DEFAULT_
     model_fn = as_pytree_fn(model_fn)
     image, baseline, num_classes, static = _prepare(model_fn, image, config, baseline)
     validation.check_target(target, num_classes)
+    call_id = _call_id_operand(progress, config.num_masks)
     operands = sharding.replicate((key, model_fn, image, jnp.asarray(target, jnp.int32),
-                                   baseline, jnp.float32(config.p_keep)))
+                                   baseline, jnp.float32(config.p_keep), call_id))
     return _rise_target(*operands, **static)
 
 
-def rise_all_classes(key, model_fn: ModelFn, image, *, config: RiseConfig = DEFAULT_CONFIG, baseline=None):
+def rise_all_classes(key, model_fn: ModelFn, image, *, config: RiseConfig = DEFAULT_CONFIG,
+                     baseline=None, progress: Callable[[int, int], None] | None = None):
     """RISE maps of every class from one set of ``N`` forward passes: ``f32[k, h, w]``.
 
     ``rise_all_classes(...)[c]`` equals ``rise(..., target=c)`` with the same key (up to float
@@ -205,6 +275,7 @@ def rise_all_classes(key, model_fn: ModelFn, image, *, config: RiseConfig = DEFA
       image: ``f32[h, w, 3]`` in [0, 1].
       config: :class:`RiseConfig` (static).
       baseline: what a masked pixel becomes, as in :func:`rise`.
+      progress: ``None`` or ``progress(masks_done, num_masks)``, as in :func:`rise`.
 
     Returns:
       ``f32[k, h, w]``: one map per class.
@@ -224,7 +295,9 @@ def rise_all_classes(key, model_fn: ModelFn, image, *, config: RiseConfig = DEFA
     """
     model_fn = as_pytree_fn(model_fn)
     image, baseline, _, static = _prepare(model_fn, image, config, baseline)
-    operands = sharding.replicate((key, model_fn, image, baseline, jnp.float32(config.p_keep)))
+    call_id = _call_id_operand(progress, config.num_masks)
+    operands = sharding.replicate((key, model_fn, image, baseline, jnp.float32(config.p_keep),
+                                   call_id))
     return _rise_all(*operands, **static)
 
 

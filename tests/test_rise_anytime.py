@@ -1,0 +1,215 @@
+"""Anytime RISE: the stop against a float64 numpy port of its criterion, exact stops, equality
+with fixed-N RISE at tolerance 0, batch-size / jit / vmap / device independence, progress."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from saliency_jax import masks
+from saliency_jax._src import rise as rise_module
+from saliency_jax._src.rise import RiseConfig, rise
+from saliency_jax._src.rise_anytime import RiseAnytimeConfig, rise_anytime
+
+REPO = Path(__file__).resolve().parents[1]
+HW = (16, 16)
+CFG = RiseAnytimeConfig(max_masks=384, grid=4, p_keep=0.5, batch_size=16, check_every=32,
+                        min_masks=64, tolerance=0.0)
+
+
+def _region_apply(region, images):
+    inside = jnp.sum(images.mean(-1) * region[None], axis=(1, 2)) / jnp.sum(region)
+    return jnp.stack([inside, 1.0 - inside], axis=-1)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    region = np.zeros(HW, np.float32)
+    region[3:9, 5:12] = 1.0
+    image = np.random.default_rng(0).uniform(0.5, 1.0, (*HW, 3)).astype(np.float32)
+    return jax.tree_util.Partial(_region_apply, jnp.asarray(region)), region, image
+
+
+def _numpy_relative_errors(region, image, key, cfg):
+    """``(n, r_n, S_n)`` at every block end, in float64, from the masks and the criterion's
+    definition (not from the code under test's running moments)."""
+    mask_set = np.asarray(masks.generate_rise_masks(
+        key, cfg.max_masks, grid=cfg.grid, p_keep=cfg.p_keep, image_hw=HW), np.float64)
+    grey = image.astype(np.float64).mean(-1)
+    scores = (mask_set * grey * region).sum((1, 2)) / region.sum()  # baseline 0: I*M
+    x = scores[:, None, None] * mask_set / cfg.p_keep
+    out = []
+    for n in range(cfg.check_every, cfg.max_masks + 1, cfg.check_every):
+        s = x[:n].mean(0)
+        se = np.sqrt(x[:n].var(0, ddof=1).sum() / n)
+        out.append((n, se / np.linalg.norm(s - s.mean()), s))
+    return out
+
+
+def test_tolerance_zero_is_fixed_n_rise(key, problem):
+    model_fn, _, image = problem
+    out = rise_anytime(key, model_fn, image, 0, config=CFG, baseline=0.0)
+    fixed = rise(key, model_fn, image, 0, baseline=0.0, config=RiseConfig(
+        num_masks=CFG.max_masks, grid=CFG.grid, p_keep=CFG.p_keep, batch_size=CFG.batch_size))
+    assert int(out.num_masks) == CFG.max_masks
+    np.testing.assert_allclose(np.asarray(out.saliency), np.asarray(fixed), rtol=1e-5, atol=1e-7)
+
+
+def test_stops_at_the_first_block_under_the_tolerance(key, problem):
+    model_fn, region, image = problem
+    errors = _numpy_relative_errors(region, image, key, CFG)
+    # A block whose error is under every earlier one past min_masks: put the tolerance between.
+    eligible = [(n, r, s) for n, r, s in errors if n >= CFG.min_masks]
+    stop = next(i for i in range(1, len(eligible))
+                if eligible[i][1] < min(r for _, r, _ in eligible[:i]) - 1e-3)
+    tolerance = (eligible[stop][1] + min(r for _, r, _ in eligible[:stop])) / 2
+    cfg = dataclasses.replace(CFG, tolerance=tolerance)
+    out = rise_anytime(key, model_fn, image, 0, config=cfg, baseline=0.0)
+    n, r, s = eligible[stop]
+    assert int(out.num_masks) == n < CFG.max_masks
+    np.testing.assert_allclose(float(out.relative_error), r, rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(out.saliency), s, rtol=1e-5, atol=1e-6)
+
+
+def test_an_exact_map_stops_at_min_masks_and_a_flat_one_never(key, problem):
+    _, _, image = problem
+    zero = jax.tree_util.Partial(lambda w, x: jnp.zeros((x.shape[0], 2)) * w, jnp.float32(1.0))
+    cfg = dataclasses.replace(CFG, tolerance=0.5)
+    out = rise_anytime(key, zero, image, 0, config=cfg)
+    assert int(out.num_masks) == CFG.min_masks  # no error at all: converged at the first check
+    assert float(out.relative_error) == 0.0 and not np.any(np.asarray(out.saliency))
+    # Scores that ignore the image: the true map is flat, all its variation is noise (r ≈ 1).
+    flat = jax.tree_util.Partial(lambda w, x: jnp.ones((x.shape[0], 2)) * w, jnp.float32(0.5))
+    out = rise_anytime(key, flat, image, 0, config=cfg)
+    assert int(out.num_masks) == CFG.max_masks
+    assert 0.8 < float(out.relative_error) < 1.2
+
+
+@pytest.mark.slow
+def test_result_does_not_depend_on_batch_size(key, problem):
+    model_fn, _, image = problem
+    cfg = dataclasses.replace(CFG, tolerance=0.8)
+    outs = [rise_anytime(key, model_fn, image, 0, baseline=0.0,
+                         config=dataclasses.replace(cfg, batch_size=b)) for b in (5, 16, 32, 64)]
+    assert CFG.min_masks < int(outs[0].num_masks) < CFG.max_masks  # the case stops early
+    for out in outs[1:]:
+        assert int(out.num_masks) == int(outs[0].num_masks)
+        np.testing.assert_allclose(np.asarray(out.saliency), np.asarray(outs[0].saliency),
+                                   rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_jit_equals_eager_and_vmap_equals_loop(key, problem):
+    model_fn, _, image = problem
+    cfg = dataclasses.replace(CFG, max_masks=128, tolerance=0.5, min_masks=32)
+    out = rise_anytime(key, model_fn, image, 0, config=cfg, baseline=0.0)
+    jitted = jax.jit(lambda k, x: rise_anytime(k, model_fn, x, 0, config=cfg, baseline=0.0))(
+        key, image)
+    with jax.disable_jit():
+        eager = rise_anytime(key, model_fn, image, 0, config=cfg, baseline=0.0)
+    for other in (jitted, eager):
+        assert int(other.num_masks) == int(out.num_masks)
+        np.testing.assert_allclose(np.asarray(other.saliency), np.asarray(out.saliency),
+                                   rtol=1e-5, atol=1e-7)
+    images = jnp.stack([image, jnp.full(HW + (3,), 0.2), image[::-1]])
+    keys = jax.random.split(key, 3)
+    batched = jax.vmap(lambda k, x: rise_anytime(k, model_fn, x, 0, config=cfg, baseline=0.0))(
+        keys, images)
+    for i in range(3):
+        one = rise_anytime(keys[i], model_fn, images[i], 0, config=cfg, baseline=0.0)
+        assert int(batched.num_masks[i]) == int(one.num_masks)
+        np.testing.assert_allclose(np.asarray(batched.saliency[i]), np.asarray(one.saliency),
+                                   rtol=1e-5, atol=1e-7)
+
+
+def test_progress_reports_every_chunk_and_is_absent_when_none(key, problem):
+    model_fn, _, image = problem
+    calls = []
+    out = rise_anytime(key, model_fn, image, 0, config=dataclasses.replace(CFG, tolerance=0.8),
+                       baseline=0.0, progress=lambda done, total: calls.append((done, total)))
+    jax.effects_barrier()
+    used = int(out.num_masks)
+    assert calls == [(CFG.batch_size * (i + 1), CFG.max_masks)
+                     for i in range(used // CFG.batch_size)]
+    fixed = RiseConfig(num_masks=40, grid=4, batch_size=16)
+    calls.clear()
+    jax.block_until_ready(rise(key, model_fn, image, 0, config=fixed,
+                               progress=lambda d, t: calls.append((d, t))))
+    jax.effects_barrier()
+    assert calls == [(16, 40), (32, 40), (40, 40)]
+
+    def lowered(call_id):
+        return str(jax.jit(lambda i: rise_module._rise_target(
+            key, model_fn, jnp.asarray(image), 0, jnp.float32(0.0), jnp.float32(0.5), i,
+            num_masks=40, grid=4, batch_size=16)).lower(call_id).as_text())
+
+    assert "callback" in lowered(jnp.int32(3)) and "callback" not in lowered(None)
+
+
+def test_progress_and_config_reject_bad_values(key, problem):
+    model_fn, _, image = problem
+    with pytest.raises(ValueError, match="progress"):
+        rise_anytime(key, model_fn, image, 0, config=CFG, progress=3)
+    with pytest.raises(ValueError, match="progress"):
+        rise(key, model_fn, image, 0, config=RiseConfig(num_masks=8, grid=2), progress="bar")
+    with pytest.raises(ValueError, match="config"):
+        rise_anytime(key, model_fn, image, 0, config=RiseConfig())
+    for kwargs, match in [(dict(tolerance=float("inf")), "tolerance"), (dict(tolerance=-0.1), "tolerance"),
+                          (dict(tolerance="x"), "tolerance"), (dict(check_every=0), "check_every"),
+                          (dict(min_masks=0), "min_masks"), (dict(max_masks=1.5), "max_masks"),
+                          (dict(p_keep=0.0), "p_keep"), (dict(grid=0), "grid")]:
+        with pytest.raises(ValueError, match=match):
+            RiseAnytimeConfig(**kwargs)
+    with pytest.raises(ValueError, match="grid"):
+        rise_anytime(key, model_fn, image, 0, config=dataclasses.replace(CFG, grid=32))
+    with pytest.raises(ValueError, match="target"):
+        rise_anytime(key, model_fn, image, 2, config=CFG)
+
+
+_MULTI_DEVICE_SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    import jax, numpy as np
+    sys.path.insert(0, sys.argv[1])
+    from test_rise_anytime import multi_device_result
+    assert jax.device_count() == 4, jax.devices()
+    np.savez(sys.argv[2], **multi_device_result())
+    """
+)
+
+
+def multi_device_result():
+    region = np.zeros(HW, np.float32)
+    region[3:9, 5:12] = 1.0
+    model_fn = jax.tree_util.Partial(_region_apply, jnp.asarray(region))
+    image = np.random.default_rng(0).uniform(0.5, 1.0, (*HW, 3)).astype(np.float32)
+    cfg = dataclasses.replace(CFG, tolerance=0.8, batch_size=8)
+    fn = jax.jit(lambda x: rise_anytime(jax.random.key(0), model_fn, x, 0, config=cfg,
+                                        baseline=0.0))
+    compiled = fn.lower(image).compile()
+    out = compiled(image)
+    return dict(saliency=np.asarray(out.saliency), num_masks=np.asarray(out.num_masks),
+                all_reduce=np.array("all-reduce" in compiled.as_text()))
+
+
+@pytest.mark.slow
+def test_one_and_four_devices_give_the_same_result(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(_MULTI_DEVICE_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.pop("XLA_FLAGS", None)
+    subprocess.run([sys.executable, str(script), str(Path(__file__).parent),
+                    str(tmp_path / "out.npz")], cwd=REPO, env=env, check=True, timeout=300)
+    four, one = np.load(tmp_path / "out.npz"), multi_device_result()
+    assert four["all_reduce"]
+    assert int(four["num_masks"]) == int(one["num_masks"]) < CFG.max_masks
+    np.testing.assert_allclose(four["saliency"], one["saliency"], rtol=1e-5, atol=1e-7)
