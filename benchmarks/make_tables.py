@@ -339,7 +339,10 @@ def main():
     scale_section(lines, "scale_bound", "The main job against its compute bound")
     for section in (rise_section, torch_section, metrics_section, iassa_section,
                     iassa_iterations_section, _script_section("bench_rexl"), rlcam_section,
-                    _script_section("bench_rlcam_budget"), _script_section("bench_progress")):
+                    _script_section("bench_rlcam_budget"), _script_section("bench_progress"),
+                    _script_section("bench_peers"), _script_section("bench_rise_progress"),
+                    _script_section("bench_rise_anytime"),
+                    _script_section("bench_mixed_precision")):
         section(lines)
     (HERE / "README.md").write_text("\n".join(lines))
     readme_results()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import json
 import pathlib
 import re
@@ -664,13 +663,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                     f"{_HERE}:add_train_agent_arguments", f"{_HERE}:run_train_agent"),
     "convert-weights": ("torch/safetensors state dict -> orbax variables",
                         f"{_HERE}:add_convert_weights_arguments", f"{_HERE}:run_convert_weights"),
+    "bench": ("a model's bare forward and RISE throughput on this device (compile apart, MFU)",
+              "saliency_jax.app.bench:add_arguments", "saliency_jax.app.bench:run"),
 }
 """``name -> (help, "module:add_arguments", "module:run")``: ``add_arguments(parser)`` must import
 no JAX (it runs for ``--help``); ``run(args) -> int`` is imported only when the command runs."""
-
-if importlib.util.find_spec("saliency_jax.app.bench") is not None:
-    COMMANDS["bench"] = ("time the methods against bare forward passes on this device",
-                         "saliency_jax.app.bench:add_arguments", "saliency_jax.app.bench:run")
 
 _DESCRIPTIONS = {
     "train-agent": "Train a dataset-wide agent on the synthetic shapes training images for a "
