@@ -124,7 +124,8 @@ chunks go through :func:`~saliency_jax._src.sharding.sharded_chunk_sum` (``lax.s
 chunks, split over the devices) over the largest ``n_t``; chunks past the current ``n_t`` are
 skipped with a ``lax.cond`` whose predicate depends on the schedule only (it stays a branch
 under ``vmap``). The early stop's skip depends on the map, so it is batched under ``vmap``:
-there the chunk runs for the whole batch unless every image has stopped (:func:`_unless`; a
+there the chunk runs for the whole batch unless every image has stopped
+(:func:`saliency_jax._src.batching.skip_cond`; a
 plain ``lax.cond`` would become a ``select`` that broadcasts the model's weights to the batch).
 Windows are built by comparing a coordinate grid with the window origins.
 
@@ -147,7 +148,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from saliency_jax._src import attention as lrpf
-from saliency_jax._src import baselines, sharding, validation
+from saliency_jax._src import baselines, batching, sharding, validation
 from saliency_jax._src.model_fn import ModelFn, as_pytree_fn
 
 #: The image size the paper's pixel settings are for.
@@ -397,39 +398,6 @@ def _window_pass(chunk_fn, operands, n_windows, *, max_windows, chunk, zeros_lik
                                       chunk_size=chunk)
 
 
-def _unless(skip, query, zeros, operands):
-    """``zeros()`` if ``skip`` else ``query(operands)``, without running ``query`` when skipped.
-
-    A ``lax.cond`` whose predicate is batched becomes a ``select`` under ``vmap`` that
-    broadcasts every operand, the model's weights included, to the batch (a grouped
-    convolution per image: measured 2.5-4x slower per image). Here a batched ``skip`` runs
-    the query batched unless every image skips, and zeros the skipped ones.
-    """
-
-    @jax.custom_batching.custom_vmap
-    def run(skip, operands):
-        return jax.lax.cond(skip, lambda _: zeros(), query, operands)
-
-    @run.def_vmap
-    def run_batched(axis_size, in_batched, skip, operands):
-        skip_batched, ops_batched = in_batched
-        skip = skip if skip_batched else jnp.broadcast_to(skip, (axis_size,))
-        axes = jax.tree.map(lambda b: 0 if b else None, ops_batched)
-        batched_zeros = lambda: jax.tree.map(  # noqa: E731
-            lambda z: jnp.broadcast_to(z, (axis_size, *z.shape)), zeros())
-
-        def compute(ops):
-            out = jax.vmap(query, in_axes=(axes,), axis_size=axis_size)(ops)
-            return jax.tree.map(
-                lambda o, z: jnp.where(skip.reshape((-1,) + (1,) * (o.ndim - 1)), z, o),
-                out, batched_zeros())
-
-        out = jax.lax.cond(jnp.all(skip), lambda _: batched_zeros(), compute, operands)
-        return out, jax.tree.map(lambda _: True, out)
-
-    return run(skip, operands)
-
-
 def _iterate(estimate, attention, xs, params, image_hw, return_iterations):
     """The scan over ``t``: ``S_t = estimate(x_t, HAR_{t−1}, done)``, ``S'_t`` (eq. 6),
     ``HAR_t`` (eq. 8; a flat map gives an empty HAR, taken as the whole image), early stop."""
@@ -528,9 +496,9 @@ def _paper_chunk(ops, idx, valid, *, image_hw, keep):
     boxes = _boxes(oy, ox, win, image_hw).astype(jnp.float32)
     valid_in = valid & inside
     valid_out = valid & ~inside & (cdf_out[-1] > 0)
-    return _unless(skip, functools.partial(_paper_query, keep=keep),  # skip: converged (tol)
-                   lambda: _paper_zeros(image_hw),
-                   (model_fn, image, baseline, target, boxes, valid_in, valid_out))
+    return batching.skip_cond(skip, lambda _: _paper_zeros(image_hw),  # skip: converged (tol)
+                              functools.partial(_paper_query, keep=keep),
+                              (model_fn, image, baseline, target, boxes, valid_in, valid_out))
 
 
 def _paper_query(ops, *, keep):
@@ -606,8 +574,9 @@ def _reference_chunk(ops, idx, valid, *, image_hw):
     occlusion = ~_boxes(oy, ox, win, image_hw)
     keep = valid & (first | jnp.any(occlusion & har[None], axis=(1, 2)))
     zeros = lambda: (jnp.zeros(image_hw, jnp.float32), jnp.float32(0.0))  # noqa: E731
-    return _unless(skip, _reference_query, zeros,
-                   (model_fn, image, baseline, target, occlusion.astype(jnp.float32), keep))
+    return batching.skip_cond(skip, lambda _: zeros(), _reference_query,
+                              (model_fn, image, baseline, target, occlusion.astype(jnp.float32),
+                               keep))
 
 
 def _reference_query(ops):
