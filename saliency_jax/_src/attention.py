@@ -44,7 +44,8 @@ every iteration cost IASSA 5-9 % of its time at 112² with a 56² grid). Larger 
 it (``12544² x 4 B = 0.63 GB`` at a 112² grid): the products are computed ``chunk`` rows at a
 time in a ``lax.map``; the row softmax of the paper variant needs one pass; the double
 softmax needs the column log-sum-exps and the row sums of the first softmax first, two passes
-made once and stored (``f32[n]`` each), so that every :func:`attend` is one pass. ``Φ'Φ'ᵀ`` is symmetric, so column sums are row sums.
+made once and stored (``f32[n]`` each), so that every :func:`attend` is one pass. ``Φ'Φ'ᵀ``
+is symmetric, so column sums are row sums.
 Matrix products use ``Precision.HIGHEST`` (the reference logits reach ``1e4``–``1e5``).
 """
 
