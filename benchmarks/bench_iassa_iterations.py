@@ -254,7 +254,8 @@ def main(argv=None):
         "iassa_vs_rise": versus,
         "iassa_at_t_vs_rise_at_max_budget": versus_max,
         "seconds_per_image": {k: float(np.median([r["seconds"][k] for r in rows]))
-                              for k in rows[0]["seconds"]} if rows else {},
+                              for k in rows[0]["seconds"]
+                              if all(k in r["seconds"] for r in rows)} if rows else {},
         "wall_s": (args.wall_s if args.summarise_only or args.rise_only
                    else time.perf_counter() - started),
         "rise_only_wall_s": time.perf_counter() - started if args.rise_only else None,
