@@ -164,6 +164,9 @@ def main(argv=None):
                         "(paper variant only) or beta=1.0")
     parser.add_argument("--name", default="iassa_iterations", help="results/<name>.json")
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--rise-only", action="store_true",
+                        help="add the missing rise@t of --rise-at to the rows of "
+                        "results/<name>.rows.jsonl (IASSA not re-run), then summarise")
     parser.add_argument("--summarise-only", action="store_true",
                         help="no new images: summarise results/<name>.rows.jsonl as it is")
     parser.add_argument("--wall-s", type=float, default=float("nan"),
@@ -181,13 +184,35 @@ def main(argv=None):
     data = shapes.generate_arrays("test", args.num_images, seed=0, image_size=SIZE)
     rows_path = common.RESULTS / f"{args.name}.rows.jsonl"
     rows = []
-    if (args.resume or args.summarise_only) and rows_path.exists():
+    if (args.resume or args.summarise_only or args.rise_only) and rows_path.exists():
         rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line]
     elif rows_path.exists():
         rows_path.unlink()
     common.RESULTS.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    for i in range(len(rows), len(rows) if args.summarise_only else args.num_images):
+
+    def add_rise(row, image, label, mask, key):
+        for t in rise_at:
+            if f"rise@{t}" in row:
+                continue
+            s0 = time.perf_counter()
+            cfg = RiseConfig(num_masks=queries["paper"][t], grid=7, p_keep=0.5, batch_size=100)
+            sal = jax.block_until_ready(rise(jax.random.fold_in(key, 1000 + t), model_fn, image,
+                                             label, config=cfg))
+            row["seconds"][f"rise@{t}"] = time.perf_counter() - s0
+            row[f"rise@{t}"] = _score(model_fn, image, sal, label, mask, ev, True)
+
+    if args.rise_only:
+        rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line]
+        for i, row in enumerate(rows):
+            t0 = time.perf_counter()
+            add_rise(row, jnp.asarray(data["image"][i], jnp.float32) / 255.0,
+                     int(data["label"][i]), data["mask"][i], jax.random.fold_in(jax.random.key(0), i))
+            rows_path.with_suffix(".tmp").write_text("".join(json.dumps(r) + "\n" for r in rows))
+            rows_path.with_suffix(".tmp").replace(rows_path)  # resumable: done rows are kept
+            print(f"image {i} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    for i in range(len(rows), len(rows) if (args.summarise_only or args.rise_only)
+                   else args.num_images):
         t0 = time.perf_counter()
         image = jnp.asarray(data["image"][i], jnp.float32) / 255.0
         label, mask = int(data["label"][i]), data["mask"][i]
@@ -202,13 +227,7 @@ def main(argv=None):
             row[variant] = [_score(model_fn, image, maps[t], label, mask, ev,
                                    eval_at is None or t in eval_at)
                             for t in range(maps.shape[0])]
-        for t in rise_at:
-            s0 = time.perf_counter()
-            cfg = RiseConfig(num_masks=queries["paper"][t], grid=7, p_keep=0.5, batch_size=100)
-            sal = jax.block_until_ready(rise(jax.random.fold_in(key, 1000 + t), model_fn, image,
-                                             label, config=cfg))
-            row["seconds"][f"rise@{t}"] = time.perf_counter() - s0
-            row[f"rise@{t}"] = _score(model_fn, image, sal, label, mask, ev, True)
+        add_rise(row, image, label, mask, key)
         rows.append(row)
         with rows_path.open("a") as f:
             f.write(json.dumps(row) + "\n")
@@ -235,8 +254,11 @@ def main(argv=None):
         "iassa_vs_rise": versus,
         "iassa_at_t_vs_rise_at_max_budget": versus_max,
         "seconds_per_image": {k: float(np.median([r["seconds"][k] for r in rows]))
-                              for k in rows[0]["seconds"]} if rows else {},
-        "wall_s": (args.wall_s if args.summarise_only else time.perf_counter() - started),
+                              for k in rows[0]["seconds"]
+                              if all(k in r["seconds"] for r in rows)} if rows else {},
+        "wall_s": (args.wall_s if args.summarise_only or args.rise_only
+                   else time.perf_counter() - started),
+        "rise_only_wall_s": time.perf_counter() - started if args.rise_only else None,
         "planned_images": args.num_images,
         "environment": common.environment(),
         "command": " ".join(["python", *sys.argv]),

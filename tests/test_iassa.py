@@ -8,6 +8,7 @@ import dataclasses
 import math
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -199,14 +200,23 @@ def test_reference_attention_is_nearly_constant():
     assert rest[0, 5] < 0.6 * rest[5, 5] and rest[0, 0] < 0.3 * rest[5, 5]
 
 
+@pytest.mark.parametrize("dense_max", [0, lrpf.DENSE_MAX])
 @pytest.mark.parametrize("variant", ["paper", "reference"])
-def test_chunked_attention_equals_dense(variant):
+def test_chunked_attention_equals_dense(variant, dense_max):
     rng = np.random.default_rng(1)
     levels = [rng.normal(size=(10, 10, 4)), rng.normal(size=(5, 5, 3)), rng.normal(size=(3, 3, 5))]
     levels = [x.astype(np.float32) for x in levels]
     s = rng.uniform(size=(10, 10)).astype(np.float32)
-    att = lrpf.lrpf_attention(levels, out_hw=(10, 10), variant=variant, chunk=32)
+    att = lrpf.lrpf_attention(levels, out_hw=(10, 10), variant=variant, chunk=32,
+                              dense_max=dense_max)
+    assert (att.weights is None) == (dense_max == 0)  # formed once only when n <= dense_max
     a = np.asarray(lrpf.attention_matrix(att), np.float64)
+    if variant == "paper":  # the row softmax of eq. 10, from the features in numpy
+        phi = np.asarray(att.features, np.float64)
+        logits = phi @ phi.T / float(att.temperature)
+        expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+        np.testing.assert_allclose(a, expected / expected.sum(axis=1, keepdims=True), rtol=1e-4,
+                                   atol=1e-7)
     got = np.asarray(lrpf.apply_attention(s, att))
     if variant == "paper":
         np.testing.assert_allclose(got.ravel(), a @ s.ravel(), rtol=1e-5)
@@ -551,6 +561,46 @@ def test_tolerance_freezes_the_map(features_fn):
     assert np.abs(np.asarray(maps[1]) - np.asarray(maps[0])).max() > 0
 
 
+def _grouped_convolutions(fn, *args):
+    """Convolutions of ``fn``'s program with ``feature_group_count > 1``: a model whose weights
+    ``vmap`` has broadcast to the batch (one grouped convolution per image)."""
+    text = str(jax.make_jaxpr(fn)(*args))
+    return [int(g) for g in re.findall(r"feature_group_count=(\d+)", text) if int(g) > 1]
+
+
+@pytest.mark.parametrize("variant", ["paper", "reference"])
+def test_vmap_keeps_the_model_weights_unbatched(variant, key, model_fn, features_fn, images):
+    cfg = dataclasses.replace(SMALL, variant=variant, tol=1e-3)
+    explain = _explain(cfg, features_fn)
+    keys = jax.random.split(key, 2)
+    batched = jax.vmap(explain, in_axes=(0, None, 0, None))
+    assert _grouped_convolutions(batched, keys, model_fn, images[:2], 0) == []
+
+
+def test_tolerance_skips_the_queries_under_vmap(features_fn):
+    model, image, _ = _quadrant_case()
+    seen = []
+
+    def counting(images):
+        jax.debug.callback(lambda x: seen.append(x.shape[0]), images)
+        return model(images)
+
+    cfg = dataclasses.replace(SMALL, tol=1e9)  # both images stop after t = 1
+    images = jnp.stack([image, image[::-1]])
+    keys = jax.random.split(jax.random.key(1), 2)
+    batched = jax.vmap(lambda k, x: iassa(k, counting, x, 0, config=cfg, features_fn=features_fn,
+                                          return_iterations=True)[1])(keys, images)
+    jax.block_until_ready(batched)
+    n0, n1, _ = (n for _, _, n in window_schedule(cfg, HW))
+    chunk = cfg.batch_size
+    assert sum(seen) == 2 * chunk * (math.ceil(n0 / chunk) + math.ceil(n1 / chunk))
+    for i in range(2):
+        looped = iassa(keys[i], model, images[i], 0, config=cfg, features_fn=features_fn,
+                       return_iterations=True)[1]
+        np.testing.assert_allclose(np.asarray(batched[i]), np.asarray(looped), rtol=1e-5,
+                                   atol=1e-6)
+
+
 # --------------------------------------------------------------------------- contracts
 
 
@@ -635,6 +685,8 @@ def test_bad_call_arguments(key, model_fn, features_fn, images):
         lrpf.lrpf_attention({"a": jnp.zeros((4, 4, 2))}, out_hw=(4, 4))
     with pytest.raises(ValueError, match="features"):
         lrpf.lrpf_attention([jnp.zeros((1, 4, 4, 2))], out_hw=(4, 4))
+    with pytest.raises(ValueError, match="dense_max"):
+        lrpf.lrpf_attention([jnp.zeros((4, 4, 2))], out_hw=(4, 4), dense_max=-1)
 
 
 # --------------------------------------------------------------------------- devices

@@ -37,11 +37,15 @@ built from the shared primitives below (resizing, chunked affinity blocks); the 
 :func:`lrpf_attention`, :func:`apply_attention`, :func:`attention_matrix` and :func:`attend`
 only dispatch to them.
 
-Memory: ``A`` is never formed (``12544² x 4 B = 0.63 GB`` at a 112² grid). The products are
-computed ``chunk`` rows at a time in a ``lax.map``: the row softmax of the paper variant
-needs one pass; the double softmax needs the column log-sum-exps and the row sums of the first
-softmax first, two passes made once by :func:`lrpf_attention` and stored (``f32[n]`` each), so
-that every :func:`attend` is one pass. ``Φ'Φ'ᵀ`` is symmetric, so column sums are row sums.
+Memory and time: ``A`` is the same at every IASSA iteration. Up to ``dense_max`` grid cells
+(default ``DENSE_MAX = 4096``, ``A`` in 64 MB) it is formed once by :func:`lrpf_attention`
+and each :func:`attend` is one ``n x n`` product (recomputing the ``n x n x C`` affinity at
+every iteration cost IASSA 5-9 % of its time at 112² with a 56² grid). Larger grids never form
+it (``12544² x 4 B = 0.63 GB`` at a 112² grid): the products are computed ``chunk`` rows at a
+time in a ``lax.map``; the row softmax of the paper variant needs one pass; the double
+softmax needs the column log-sum-exps and the row sums of the first softmax first, two passes
+made once and stored (``f32[n]`` each), so that every :func:`attend` is one pass. ``Φ'Φ'ᵀ``
+is symmetric, so column sums are row sums.
 Matrix products use ``Precision.HIGHEST`` (the reference logits reach ``1e4``–``1e5``).
 """
 
@@ -57,6 +61,8 @@ import jax.numpy as jnp
 import numpy as np
 
 VARIANTS = ("paper", "reference")
+#: Grid cells up to which the attention matrix is formed once (``n² x 4 B``, 64 MB at 4096).
+DENSE_MAX = 4096
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
@@ -145,7 +151,7 @@ def paper_features(features: Sequence[jax.Array], *, out_hw, normalize: bool = T
 
 @functools.partial(
     jax.tree_util.register_dataclass,
-    data_fields=["features", "temperature"],
+    data_fields=["features", "temperature", "weights"],
     meta_fields=["grid_hw", "chunk"],
 )
 @dataclasses.dataclass(frozen=True)
@@ -155,11 +161,13 @@ class PaperAttention:
     Attributes:
       features: ``f32[n, C]``, ``Φ'`` (:func:`paper_features`).
       temperature: ``f32[]``, ``τ`` (times ``√C`` without normalisation).
+      weights: ``f32[n, n]``, ``A`` formed once (``n <= dense_max``), or ``None``.
       grid_hw: ``(g_h, g_w)`` (static). chunk: rows per block (static).
     """
 
     features: jax.Array
     temperature: jax.Array
+    weights: jax.Array | None
     grid_hw: tuple[int, int]
     chunk: int
     variant = "paper"
@@ -168,6 +176,8 @@ class PaperAttention:
         """``(A s)_i = Σ_j A_ij s_j`` on the grid, ``chunk`` rows at a time."""
         phi = self.features
         s = jnp.asarray(s_grid, jnp.float32).reshape(phi.shape[0])
+        if self.weights is not None:
+            return jnp.matmul(self.weights, s, precision=_HIGHEST).reshape(self.grid_hw)
 
         def block(rows):
             weights = jax.nn.softmax(_affinity(rows, phi) / self.temperature, axis=1)
@@ -177,6 +187,8 @@ class PaperAttention:
         return _unblock(out, phi.shape[0]).reshape(self.grid_hw)
 
     def matrix(self):
+        if self.weights is not None:
+            return self.weights
         return jax.nn.softmax(_affinity(self.features, self.features) / self.temperature, axis=1)
 
     def attend(self, saliency, beta):
@@ -186,12 +198,16 @@ class PaperAttention:
         return beta * saliency + (1.0 - beta) * _resize_linear(moved, (h, w))
 
 
-@functools.partial(jax.jit, static_argnames=("out_hw", "normalize", "chunk"))
-def _build_paper(features, *, out_hw, temperature, normalize, chunk) -> PaperAttention:
+@functools.partial(jax.jit, static_argnames=("out_hw", "normalize", "chunk", "dense_max"))
+def _build_paper(features, *, out_hw, temperature, normalize, chunk,
+                 dense_max=DENSE_MAX) -> PaperAttention:
     phi = paper_features(features, out_hw=out_hw, normalize=normalize)
     n, c = phi.shape
     tau = jnp.asarray(temperature, jnp.float32) * (1.0 if normalize else math.sqrt(c))
-    return PaperAttention(phi, tau, out_hw, min(chunk, n))
+    attention = PaperAttention(phi, tau, None, out_hw, min(chunk, n))
+    if n <= dense_max:
+        attention = dataclasses.replace(attention, weights=attention.matrix())
+    return attention
 
 
 # --------------------------------------------------------------------------- reference variant
@@ -206,7 +222,7 @@ def reference_features(features: Sequence[jax.Array], *, out_hw):
 
 @functools.partial(
     jax.tree_util.register_dataclass,
-    data_fields=["features", "log_col", "row_norm"],
+    data_fields=["features", "log_col", "row_norm", "weights"],
     meta_fields=["grid_hw", "chunk"],
 )
 @dataclasses.dataclass(frozen=True)
@@ -217,12 +233,14 @@ class ReferenceAttention:
       features: ``f32[n, C]``, ``Φ'`` (:func:`reference_features`).
       log_col: ``f32[n]``, ``log Σ_i exp(Φ'Φ'ᵀ)_ij`` (the first softmax).
       row_norm: ``f32[n]``, ``R_i = Σ_j exp(a_ij)`` (the second softmax).
+      weights: ``f32[n, n]``, ``A`` formed once (``n <= dense_max``), or ``None``.
       grid_hw: ``(g_h, g_w)`` (static). chunk: rows per block (static).
     """
 
     features: jax.Array
     log_col: jax.Array
     row_norm: jax.Array
+    weights: jax.Array | None
     grid_hw: tuple[int, int]
     chunk: int
     variant = "reference"
@@ -232,6 +250,9 @@ class ReferenceAttention:
         ``a_ij = exp((Φ'Φ'ᵀ)_ij − log_col_j)``."""
         phi = self.features
         n = phi.shape[0]
+        if self.weights is not None:
+            s = jnp.asarray(s_grid, jnp.float32).reshape(n)
+            return jnp.matmul(s, self.weights, precision=_HIGHEST).reshape(self.grid_hw)
         s_over_r = jnp.asarray(s_grid, jnp.float32).reshape(n) / self.row_norm
 
         def block(args):
@@ -243,6 +264,8 @@ class ReferenceAttention:
         return _unblock(out, n).reshape(self.grid_hw)
 
     def matrix(self):
+        if self.weights is not None:
+            return self.weights
         aff = _affinity(self.features, self.features)
         return jax.nn.softmax(jax.nn.softmax(aff, axis=0), axis=1)
 
@@ -271,12 +294,19 @@ def _reference_norms(features, chunk):
     return log_col, _unblock(jax.lax.map(row_sum, blocks), n)
 
 
-@functools.partial(jax.jit, static_argnames=("out_hw", "chunk"))
-def _build_reference(features, *, out_hw, chunk) -> ReferenceAttention:
+@functools.partial(jax.jit, static_argnames=("out_hw", "chunk", "dense_max"))
+def _build_reference(features, *, out_hw, chunk, dense_max=DENSE_MAX) -> ReferenceAttention:
     phi = reference_features(features, out_hw=out_hw)
-    chunk = min(chunk, phi.shape[0])
+    n = phi.shape[0]
+    chunk = min(chunk, n)
+    if n <= dense_max:
+        aff = _affinity(phi, phi)
+        log_col = jax.nn.logsumexp(aff, axis=0)
+        e = jnp.exp(jnp.exp(aff - log_col[None, :]))
+        row_norm = jnp.sum(e, axis=1)
+        return ReferenceAttention(phi, log_col, row_norm, e / row_norm[:, None], out_hw, chunk)
     log_col, row_norm = _reference_norms(phi, chunk)
-    return ReferenceAttention(phi, log_col, row_norm, out_hw, chunk)
+    return ReferenceAttention(phi, log_col, row_norm, None, out_hw, chunk)
 
 
 #: Either attention (the two variants' kernels).
@@ -296,7 +326,7 @@ def feature_matrix(features: Sequence[jax.Array], *, out_hw, variant: str = "pap
 
 def lrpf_attention(features: Sequence[jax.Array], *, out_hw, variant: str = "paper",
                    temperature: float = 0.1, normalize: bool = True,
-                   chunk: int = 256) -> LrpfAttention:
+                   chunk: int = 256, dense_max: int = DENSE_MAX) -> LrpfAttention:
     """The LRPF-SA attention of one image's features (P-IASSA eqs. 9–10; METHODS §2.2).
 
     Args:
@@ -310,6 +340,8 @@ def lrpf_attention(features: Sequence[jax.Array], *, out_hw, variant: str = "pap
       normalize: paper variant only: per-level L2 normalisation (see the module docstring).
       chunk: rows per block of the chunked affinity products (static; memory
         ``chunk x n`` floats).
+      dense_max: form ``A`` once when ``n = g_h g_w <= dense_max`` (memory ``n²`` floats);
+        ``0`` never forms it (static).
 
     Returns:
       A :class:`PaperAttention` or :class:`ReferenceAttention`; apply it with :func:`attend`
@@ -332,10 +364,13 @@ def lrpf_attention(features: Sequence[jax.Array], *, out_hw, variant: str = "pap
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
     if not isinstance(chunk, (int, np.integer)) or chunk < 1:
         raise ValueError(f"chunk must be an int >= 1, got {chunk!r}")
+    if not isinstance(dense_max, (int, np.integer)) or dense_max < 0:
+        raise ValueError(f"dense_max must be an int >= 0, got {dense_max!r}")
     if variant == "reference":
-        return _build_reference(list(features), out_hw=out_hw, chunk=int(chunk))
+        return _build_reference(list(features), out_hw=out_hw, chunk=int(chunk),
+                                dense_max=int(dense_max))
     return _build_paper(list(features), out_hw=out_hw, temperature=temperature,
-                        normalize=bool(normalize), chunk=int(chunk))
+                        normalize=bool(normalize), chunk=int(chunk), dense_max=int(dense_max))
 
 
 @jax.jit

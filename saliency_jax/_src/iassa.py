@@ -123,7 +123,11 @@ model and the attention appear once in the program however large ``k``; inside, 
 chunks go through :func:`~saliency_jax._src.sharding.sharded_chunk_sum` (``lax.scan`` over the
 chunks, split over the devices) over the largest ``n_t``; chunks past the current ``n_t`` are
 skipped with a ``lax.cond`` whose predicate depends on the schedule only (it stays a branch
-under ``vmap``). Windows are built by comparing a coordinate grid with the window origins.
+under ``vmap``). The early stop's skip depends on the map, so it is batched under ``vmap``:
+there the chunk runs for the whole batch unless every image has stopped
+(:func:`saliency_jax._src.batching.skip_cond`; a
+plain ``lax.cond`` would become a ``select`` that broadcasts the model's weights to the batch).
+Windows are built by comparing a coordinate grid with the window origins.
 
 Static under ``jit``: the :class:`IassaConfig`'s shape-determining fields (variant,
 iterations, window/stride schedule, scale, windows per iteration, feature names, attention
@@ -144,7 +148,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from saliency_jax._src import attention as lrpf
-from saliency_jax._src import baselines, sharding, validation
+from saliency_jax._src import baselines, batching, sharding, validation
 from saliency_jax._src.model_fn import ModelFn, as_pytree_fn
 
 #: The image size the paper's pixel settings are for.
@@ -492,16 +496,19 @@ def _paper_chunk(ops, idx, valid, *, image_hw, keep):
     boxes = _boxes(oy, ox, win, image_hw).astype(jnp.float32)
     valid_in = valid & inside
     valid_out = valid & ~inside & (cdf_out[-1] > 0)
+    return batching.skip_cond(skip, lambda _: _paper_zeros(image_hw),  # skip: converged (tol)
+                              functools.partial(_paper_query, keep=keep),
+                              (model_fn, image, baseline, target, boxes, valid_in, valid_out))
 
-    def query():
-        f = _scores(model_fn, image, baseline, target, boxes if keep else 1.0 - boxes)
-        weighted = jnp.where(valid_in, f, 0.0)  # where, not a product: no NaN from padding
-        return (jnp.einsum("n,nhw->hw", weighted, boxes, precision=_HIGHEST),
-                jnp.einsum("n,nhw->hw", valid_in.astype(jnp.float32), boxes, precision=_HIGHEST),
-                jnp.sum(weighted), jnp.sum(jnp.where(valid_out, f, 0.0)),
-                jnp.sum(valid_out.astype(jnp.float32)))
 
-    return jax.lax.cond(skip, lambda: _paper_zeros(image_hw), query)  # skip: converged (tol)
+def _paper_query(ops, *, keep):
+    model_fn, image, baseline, target, boxes, valid_in, valid_out = ops
+    f = _scores(model_fn, image, baseline, target, boxes if keep else 1.0 - boxes)
+    weighted = jnp.where(valid_in, f, 0.0)  # where, not a product: no NaN from padding
+    return (jnp.einsum("n,nhw->hw", weighted, boxes, precision=_HIGHEST),
+            jnp.einsum("n,nhw->hw", valid_in.astype(jnp.float32), boxes, precision=_HIGHEST),
+            jnp.sum(weighted), jnp.sum(jnp.where(valid_out, f, 0.0)),
+            jnp.sum(valid_out.astype(jnp.float32)))
 
 
 def _paper_zeros(image_hw):
@@ -565,16 +572,18 @@ def _reference_chunk(ops, idx, valid, *, image_hw):
     model_fn, image, baseline, target, har, win, stride, n_cols, first, skip = ops
     oy, ox = _lattice_origins(idx, win, stride, n_cols)
     occlusion = ~_boxes(oy, ox, win, image_hw)
-    masks = occlusion.astype(jnp.float32)
-
-    def query():
-        f = _scores(model_fn, image, baseline, target, masks)
-        keep = valid & (first | jnp.any(occlusion & har[None], axis=(1, 2)))
-        return (jnp.einsum("n,nhw->hw", jnp.where(keep, f, 0.0), masks, precision=_HIGHEST),
-                jnp.sum(keep.astype(jnp.float32)))
-
+    keep = valid & (first | jnp.any(occlusion & har[None], axis=(1, 2)))
     zeros = lambda: (jnp.zeros(image_hw, jnp.float32), jnp.float32(0.0))  # noqa: E731
-    return jax.lax.cond(skip, zeros, query)
+    return batching.skip_cond(skip, lambda _: zeros(), _reference_query,
+                              (model_fn, image, baseline, target, occlusion.astype(jnp.float32),
+                               keep))
+
+
+def _reference_query(ops):
+    model_fn, image, baseline, target, masks, keep = ops
+    f = _scores(model_fn, image, baseline, target, masks)
+    return (jnp.einsum("n,nhw->hw", jnp.where(keep, f, 0.0), masks, precision=_HIGHEST),
+            jnp.sum(keep.astype(jnp.float32)))
 
 
 def _reference_path(key, model_fn, image, target, baseline, attention, params, *, config,
@@ -698,9 +707,8 @@ def iassa(key, model_fn: ModelFn, image, target, *, config: IassaConfig = IassaC
     Returns:
       ``f32[h, w]``, or ``(f32[h, w], f32[k + 1, h, w])`` with ``return_iterations``.
 
-    Under ``jax.vmap`` over images the result is the same, but the compiled call runs the
-    window chunks of the largest iteration at every iteration (measured 5.5x the time per image
-    for the main job's 25-iteration setting at 112²); explaining image by image avoids it.
+    Under ``jax.vmap`` over images the maps are the same and the cost per image too; with
+    ``tol > 0`` a batch stops querying only once all its images have converged.
 
     Examples:
       >>> import jax, jax.numpy as jnp
