@@ -1,6 +1,8 @@
 """saliency_jax._src.batching.skip_cond: lax.cond semantics, and under vmap the costly branch
 runs on unbatched weights and not at all when every element skips."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -62,3 +64,20 @@ def test_vmap_keeps_weights_unbatched_and_skips_when_all_skip():
     assert calls == []
     jax.block_until_ready(run(jnp.array([True, False, True]), XS))
     assert len(calls) >= 1
+
+
+def _grouped_convolutions(fn, *args):
+    text = str(jax.make_jaxpr(fn)(*args))
+    return [g for g in re.findall(r"feature_group_count=(\d+)", text) if int(g) > 1]
+
+
+def test_rlcam_episode_under_vmap_keeps_the_model_weights_unbatched():
+    # The episode's stop branch (batched under vmap) used to be a lax.cond: a select that
+    # broadcast the classifier's weights to the batch.
+    import saliency_jax as sj
+
+    model_fn, _ = sj.testing.tiny_cnn(jax.random.key(1), (28, 28))
+    config = sj.RlcamConfig(grid=7, horizon=3)
+    images = jax.random.uniform(jax.random.key(2), (2, 28, 28, 3))
+    batched = jax.vmap(lambda x: sj.rlcam_greedy(jax.random.key(0), model_fn, x, 0, config=config))
+    assert _grouped_convolutions(batched, images) == []

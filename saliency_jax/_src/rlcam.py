@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from saliency_jax._src import baselines, masks, sharding, validation
+from saliency_jax._src import baselines, batching, masks, sharding, validation
 from saliency_jax._src import rlcam_env as env
 from saliency_jax._src.model_fn import ModelFn, as_pytree_fn
 from saliency_jax._src.rexl_env import check_grid
@@ -142,8 +142,7 @@ def _episode(key, model_fn, image, target, baseline, size_penalty, agent_params,
     network = None if layers is None else networks.ActorCritic(2 * grid * grid + 1, *layers)
     p = grid * grid
     stop = 2 * p
-    look = functools.partial(env.refresh, model_fn, image, baseline, target, grid=grid,
-                             batch_size=batch_size)
+    look = functools.partial(env.refresh, grid=grid, batch_size=batch_size)
     state0 = env.initial_state(model_fn, image, baseline, target, grid=grid,
                                batch_size=batch_size)
 
@@ -169,7 +168,8 @@ def _episode(key, model_fn, image, target, baseline, size_penalty, agent_params,
         action = _policy(state, state.t)
         state, _ = env.apply_action(state, action, size_penalty)
         is_stop = action == stop
-        state = jax.lax.cond(is_stop, lambda s: s, look, state)
+        state = batching.skip_cond(is_stop, lambda ops: ops[-1], lambda ops: look(*ops),
+                                   (model_fn, image, baseline, target, state))
         return state, is_stop, queries + jnp.where(is_stop, 0, 2 * p)
 
     state, _, queries = jax.lax.while_loop(

@@ -67,8 +67,7 @@ class Method:
     queries i32[])``, the queries that explanation made."""
     vmappable: bool = True
     """Whether ``evaluate`` runs it as ``jit(vmap(explain))`` over a batch of images; False runs
-    it image by image inside the batch (IASSA: under ``vmap`` its per-iteration window-chunk
-    branches run every chunk of the largest iteration, measured 5.5x slower per image)."""
+    it image by image inside the batch."""
 
 
 def _random_map(key, model_fn, image, target):
@@ -128,8 +127,7 @@ def _iassa_method(name: str, config: IassaConfig, ctx: ModelContext, description
     def explain(key, model_fn, image, target):
         return iassa(key, model_fn, image, target, config=config, features_fn=features)
 
-    return Method(name, explain, iassa_num_queries(config, ctx.image_hw), description,
-                  vmappable=False)
+    return Method(name, explain, iassa_num_queries(config, ctx.image_hw), description)
 
 
 IASSA_WINDOWS = 128
