@@ -338,7 +338,8 @@ def main():
     scale_section(lines, "scale_tiny", "The main job at scale, a dispatch-bound model")
     scale_section(lines, "scale_bound", "The main job against its compute bound")
     for section in (rise_section, torch_section, metrics_section, iassa_section,
-                    iassa_iterations_section, _script_section("bench_rexl"), rlcam_section,
+                    iassa_iterations_section, _script_section("bench_iassa_vmap"),
+                    _script_section("bench_rexl"), rlcam_section,
                     _script_section("bench_rlcam_budget"), _script_section("bench_progress"),
                     _script_section("bench_peers"), _script_section("bench_rise_progress"),
                     _script_section("bench_rise_anytime"),

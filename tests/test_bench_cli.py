@@ -25,7 +25,13 @@ def test_the_module_imports_no_jax_at_import_time():
 def test_bad_counts_exit_2(flag, capsys):
     parser = argparse.ArgumentParser()
     bench.add_arguments(parser)
-    assert bench.run(parser.parse_args([flag, "0"])) == 2
+    with pytest.raises(SystemExit) as exit_:  # refused while parsing, naming the option
+        parser.parse_args([flag, "0"])
+    assert exit_.value.code == 2
+    assert flag in capsys.readouterr().err
+    namespace = parser.parse_args([])
+    setattr(namespace, flag[2:].replace("-", "_"), 0)  # a caller of run() past the parser
+    assert bench.run(namespace) == 2
     assert flag in capsys.readouterr().err
 
 

@@ -32,18 +32,27 @@ PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L4": 121.0, "V100":
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``bench`` subcommand's options (imports no JAX)."""
+    from saliency_jax.app.cli import image_size, positive_float, positive_int
+
     parser.add_argument("--model", default="resnet_small",
-                        help="a models registry name (random weights: timing only)")
-    parser.add_argument("--size", type=int, default=None,
+                        help="a models registry name, random weights: timing only "
+                        "(default: %(default)s)")
+    parser.add_argument("--size", type=image_size, default=None,
                         help="image side in pixels (default: the model's input size)")
-    parser.add_argument("--num-masks", type=int, default=1000, help="N, masks per explanation")
-    parser.add_argument("--batch-size", type=int, default=100, help="masks per model call")
-    parser.add_argument("--grid", type=int, default=7)
-    parser.add_argument("--dtype", default=None, choices=[None, "float32", "bfloat16"],
-                        help="model compute dtype (bfloat16 pays on GPU/TPU, not on a CPU)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed rounds (medians)")
-    parser.add_argument("--peak-tflops", type=float, default=None,
-                        help="the device's peak TFLOP/s for the MFU line")
+    parser.add_argument("--num-masks", type=positive_int, default=1000,
+                        help="N, masks per explanation (default: %(default)s)")
+    parser.add_argument("--batch-size", type=positive_int, default=100,
+                        help="masks per model call (default: %(default)s)")
+    parser.add_argument("--grid", type=positive_int, default=7,
+                        help="RISE's grid cells per side (default: %(default)s)")
+    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
+                        help="model compute dtype (default: the model's float32; bfloat16 pays "
+                        "on GPU/TPU, not on a CPU)")
+    parser.add_argument("--repeats", type=positive_int, default=3,
+                        help="timed rounds, medians (default: %(default)s)")
+    parser.add_argument("--peak-tflops", type=positive_float, default=None,
+                        help="the device's peak TFLOP/s for the MFU line (default: from a table "
+                        "of known devices)")
     parser.add_argument("--json", default=None, help="also write the result there")
 
 
