@@ -11,6 +11,7 @@ import saliency_jax as sj
 from saliency_jax.app import plots
 
 
+@pytest.mark.slow  # ~10 s: keeps the default suite's time (issue 19)
 def test_lime_on_a_tiny_image_warns_that_its_map_is_constant():
     model_fn, _ = sj.testing.tiny_cnn(jax.random.key(0), (8, 8))
     image = jnp.zeros((8, 8, 3)).at[2:6, 2:6].set(1.0)

@@ -246,6 +246,7 @@ def test_unset_num_masks_is_the_default_n(tmp_path, model_fn, dataset):
                         model_fn=model_fn, dataset=dataset, progress=False)
 
 
+@pytest.mark.slow  # ~10 s: keeps the default suite's time (issue 19)
 def test_constant_maps_get_a_warning_that_says_why(tmp_path, dataset, capsys):
     import jax.numpy as jnp
 
@@ -280,6 +281,7 @@ def test_estimate_is_queries_over_throughput():
     assert est["total"] == pytest.approx(10 * (32 + 2 * curves) / 100.0)
 
 
+@pytest.mark.slow  # ~10 s: keeps the default suite's time (issue 19)
 def test_examples_figure_shows_every_image(tmp_path, model_fn):
     from PIL import Image
 
