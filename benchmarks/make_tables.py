@@ -134,6 +134,8 @@ def evaluate_section(lines, name, title):
     for r in d.get("rows_replaced", []):
         lines += [f"The `{r['method']}` row was re-measured on the same images after {r['why']}: "
                   f"`{r['command']}` ({r['note']}).", ""]
+    for r in d.get("stale_rows", []):
+        lines += [f"The `{r['method']}` row is stale: {r['why']}.", ""]
 
 
 def classifiers_section(lines):
