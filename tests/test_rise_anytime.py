@@ -45,12 +45,17 @@ def _numpy_relative_errors(region, image, key, cfg):
     grey = image.astype(np.float64).mean(-1)
     scores = (mask_set * grey * region).sum((1, 2)) / region.sum()  # baseline 0: I*M
     x = scores[:, None, None] * mask_set / cfg.p_keep
+    centred = x - x.mean((1, 2), keepdims=True)
     out = []
     for n in range(cfg.check_every, cfg.max_masks + 1, cfg.check_every):
         s = x[:n].mean(0)
-        se = np.sqrt(x[:n].var(0, ddof=1).sum() / n)
+        se = np.sqrt(centred[:n].var(0, ddof=1).sum() / n)
         out.append((n, se / np.linalg.norm(s - s.mean()), s))
     return out
+
+
+def _one_minus_correlation(r):
+    return 1.0 - np.sqrt(1.0 - r * r)
 
 
 def test_tolerance_zero_is_fixed_n_rise(key, problem):
@@ -69,8 +74,8 @@ def test_stops_at_the_first_block_under_the_tolerance(key, problem):
     eligible = [(n, r, s) for n, r, s in errors if n >= CFG.min_masks]
     stop = next(i for i in range(1, len(eligible))
                 if eligible[i][1] < min(r for _, r, _ in eligible[:i]) - 1e-3)
-    tolerance = (eligible[stop][1] + min(r for _, r, _ in eligible[:stop])) / 2
-    cfg = dataclasses.replace(CFG, tolerance=tolerance)
+    r_mid = (eligible[stop][1] + min(r for _, r, _ in eligible[:stop])) / 2
+    cfg = dataclasses.replace(CFG, tolerance=_one_minus_correlation(r_mid))
     out = rise_anytime(key, model_fn, image, 0, config=cfg, baseline=0.0)
     n, r, s = eligible[stop]
     assert int(out.num_masks) == n < CFG.max_masks
@@ -87,15 +92,15 @@ def test_an_exact_map_stops_at_min_masks_and_a_flat_one_never(key, problem):
     assert float(out.relative_error) == 0.0 and not np.any(np.asarray(out.saliency))
     # Scores that ignore the image: the true map is flat, all its variation is noise (r ≈ 1).
     flat = jax.tree_util.Partial(lambda w, x: jnp.ones((x.shape[0], 2)) * w, jnp.float32(0.5))
-    out = rise_anytime(key, flat, image, 0, config=cfg)
+    out = rise_anytime(key, flat, image, 0, config=dataclasses.replace(CFG, tolerance=0.1))
     assert int(out.num_masks) == CFG.max_masks
-    assert 0.8 < float(out.relative_error) < 1.2
+    assert 0.6 < float(out.relative_error) < 1.5
 
 
 @pytest.mark.slow
 def test_result_does_not_depend_on_batch_size(key, problem):
     model_fn, _, image = problem
-    cfg = dataclasses.replace(CFG, tolerance=0.8)
+    cfg = dataclasses.replace(CFG, tolerance=0.2)
     outs = [rise_anytime(key, model_fn, image, 0, baseline=0.0,
                          config=dataclasses.replace(cfg, batch_size=b)) for b in (5, 16, 32, 64)]
     assert CFG.min_masks < int(outs[0].num_masks) < CFG.max_masks  # the case stops early
@@ -108,7 +113,7 @@ def test_result_does_not_depend_on_batch_size(key, problem):
 @pytest.mark.slow
 def test_jit_equals_eager_and_vmap_equals_loop(key, problem):
     model_fn, _, image = problem
-    cfg = dataclasses.replace(CFG, max_masks=128, tolerance=0.5, min_masks=32)
+    cfg = dataclasses.replace(CFG, max_masks=128, tolerance=0.4, min_masks=32)
     out = rise_anytime(key, model_fn, image, 0, config=cfg, baseline=0.0)
     jitted = jax.jit(lambda k, x: rise_anytime(k, model_fn, x, 0, config=cfg, baseline=0.0))(
         key, image)
@@ -132,7 +137,7 @@ def test_jit_equals_eager_and_vmap_equals_loop(key, problem):
 def test_progress_reports_every_chunk_and_is_absent_when_none(key, problem):
     model_fn, _, image = problem
     calls = []
-    out = rise_anytime(key, model_fn, image, 0, config=dataclasses.replace(CFG, tolerance=0.8),
+    out = rise_anytime(key, model_fn, image, 0, config=dataclasses.replace(CFG, tolerance=0.2),
                        baseline=0.0, progress=lambda done, total: calls.append((done, total)))
     jax.effects_barrier()
     used = int(out.num_masks)
@@ -162,7 +167,8 @@ def test_progress_and_config_reject_bad_values(key, problem):
     with pytest.raises(ValueError, match="config"):
         rise_anytime(key, model_fn, image, 0, config=RiseConfig())
     for kwargs, match in [(dict(tolerance=float("inf")), "tolerance"), (dict(tolerance=-0.1), "tolerance"),
-                          (dict(tolerance="x"), "tolerance"), (dict(check_every=0), "check_every"),
+                          (dict(tolerance="x"), "tolerance"), (dict(tolerance=1.5), "tolerance"),
+                          (dict(check_every=0), "check_every"),
                           (dict(min_masks=0), "min_masks"), (dict(max_masks=1.5), "max_masks"),
                           (dict(p_keep=0.0), "p_keep"), (dict(grid=0), "grid")]:
         with pytest.raises(ValueError, match=match):
@@ -192,7 +198,7 @@ def multi_device_result():
     region[3:9, 5:12] = 1.0
     model_fn = jax.tree_util.Partial(_region_apply, jnp.asarray(region))
     image = np.random.default_rng(0).uniform(0.5, 1.0, (*HW, 3)).astype(np.float32)
-    cfg = dataclasses.replace(CFG, tolerance=0.8, batch_size=8)
+    cfg = dataclasses.replace(CFG, tolerance=0.2, batch_size=8)
     fn = jax.jit(lambda x: rise_anytime(jax.random.key(0), model_fn, x, 0, config=cfg,
                                         baseline=0.0))
     compiled = fn.lower(image).compile()
