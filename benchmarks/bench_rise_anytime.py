@@ -1,21 +1,37 @@
-"""Anytime RISE against fixed-N RISE: queries used and agreement with the N = 8000 map.
+"""Anytime RISE against fixed-N RISE: queries used and agreement with an N = 8000 map.
 
-For each image (the synthetic test split, packaged ``resnet_small`` at 112², true class; and the
-bundled photos with the image's top class), the reference map is fixed-N RISE with
-``--reference-masks`` masks (its own key); then, with another key, the anytime map
-(``--tolerance``, at most ``--max-masks``) and the fixed-N map with ``N = --max-masks``. Each is
-scored by Pearson r with the reference and by its deletion and insertion AUCs minus the
-reference map's. Means with 95 % intervals (1.96 standard errors over images).
+Protocol (issue 20 item 2). Synthetic set: ``saliency_shapes`` test[:--num-images] at 112²,
+packaged ``resnet_small``, true class. Per image ``i``:
 
-    nice -n 19 python benchmarks/bench_rise_anytime.py --num-images 100       # the claim
-    nice -n 19 python benchmarks/bench_rise_anytime.py --num-images 8 --reference-masks 4000
+* reference: fixed-N RISE, ``N = --reference-masks`` (8000), key ``10_000 + i``;
+* fixed-N RISE with key ``i`` at N = 1000, 2000, 4000 (4000 = the comparison point), and at the
+  multiples of ``--check-every`` just below and above anytime's mean N. With one key, mask ``j``
+  is ``fold_in(key, j)`` for every N, so the fixed-N maps at N <= 4000 are prefixes of one mask
+  stream: one 4000-mask pass in blocks of ``--check-every`` gives all of them (checked against
+  ``sj.rise`` on the first ``--verify-prefix`` images);
+* anytime: ``sj.rise_anytime`` with key ``i``, at most 4000 masks, checks every 250 from 500,
+  and ONE tolerance chosen beforehand on a validation set (``saliency_shapes`` train[:
+  --validation-images], other keys): the largest tolerance of ``--tolerances`` whose mean Pearson
+  r with the validation reference is at least fixed-N 4000's minus ``--match-slack`` (0.005). On
+  validation the anytime map at each tolerance is the prefix at the stop the criterion gives,
+  computed in float64 from the same block pass; on the test set the reported anytime map is
+  ``sj.rise_anytime``'s own (its stop is compared with the float64 prediction).
 
-Writes ``results/rise_anytime.json``.
+Scores: Pearson r with the reference; deletion and insertion AUC (``--step`` px per step);
+paired differences against fixed N = 4000. Means with 95 % t-intervals over images.
+
+    nice -n 19 python benchmarks/bench_rise_anytime.py                       # the claim
+    nice -n 19 python benchmarks/bench_rise_anytime.py --num-images 4 --validation-images 4
+
+Writes ``results/rise_anytime.json`` (also every ``--checkpoint-every`` test images).
+Photos are not part of it: EfficientNet-Lite0 at 224² costs 480 s per 4000-mask map on this
+CPU (``results/evaluate_photos.json``), ~30 min per photo for this protocol.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import statistics
@@ -30,107 +46,244 @@ import common  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+import scipy.stats  # noqa: E402
 
 import saliency_jax as sj  # noqa: E402
+from saliency_jax._src import baselines, masks, rise  # noqa: E402
+from saliency_jax._src.model_fn import as_pytree_fn  # noqa: E402
 from saliency_jax.app import classifiers  # noqa: E402
 from saliency_jax.data import shapes  # noqa: E402
 
+GRID, P_KEEP, FIXED_N = 7, 0.5, 4000
+
 
 def _ci(values):
+    """Mean and 95 % t-interval over images."""
     values = [float(v) for v in values]
     m = statistics.fmean(values)
-    half = 1.96 * statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
-    return dict(mean=m, lo=m - half, hi=m + half, n=len(values))
+    n = len(values)
+    half = (scipy.stats.t.ppf(0.975, n - 1) * statistics.stdev(values) / math.sqrt(n)
+            if n > 1 else 0.0)
+    return dict(mean=m, lo=m - half, hi=m + half, n=n, min=min(values), max=max(values))
 
 
-def _photos(size):
-    try:
-        import PIL.Image
-        import skimage.data
-    except ImportError:
-        return []
-    out = []
-    for name in ("chelsea", "coffee", "astronaut", "rocket"):
-        im = PIL.Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
-        out.append((name, np.asarray(im.resize((size, size), PIL.Image.BICUBIC), np.float32) / 255))
-    return out
+@functools.partial(jax.jit, static_argnames=("block", "batch_size"))
+def _block_sums(key, model_fn, image, target, baseline, start, *, block, batch_size):
+    """``Σ x_i, Σ x_i², Σ x̄_i, Σ x̄_i²`` over masks ``start .. start + block - 1``."""
+
+    def chunk(indices):
+        m = masks.rise_masks_at(key, indices, grid=GRID, p_keep=P_KEEP, image_hw=image.shape[:2])
+        x = (rise._masked_scores(model_fn, image, m, baseline)[:, target] / P_KEEP)[:, None,
+                                                                                 None] * m
+        xbar = jnp.mean(x, axis=(1, 2))
+        return jnp.sum(x, 0), jnp.sum(x * x, 0), jnp.sum(xbar), jnp.sum(xbar * xbar)
+
+    idx = start + jnp.arange(block).reshape(block // batch_size, batch_size)
+    return jax.tree_util.tree_map(lambda a: jnp.sum(a, 0), jax.lax.map(chunk, idx))
+
+
+def _stream(key, model_fn, image, target, args):
+    """Prefix maps ``f32[B, h, w]`` and the criterion ``r_n`` (float64) at every block end."""
+    baseline = baselines.resolve_baseline(model_fn, image, None)
+    s1 = s2 = 0.0
+    b1 = b2 = 0.0
+    prefixes, rs = [], []
+    for b in range(FIXED_N // args.check_every):
+        out = _block_sums(key, model_fn, image, target, baseline, b * args.check_every,
+                          block=args.check_every, batch_size=args.batch_size)
+        x1, x2, xb1, xb2 = (np.asarray(o, np.float64) for o in out)
+        s1, s2, b1, b2 = s1 + x1, s2 + x2, b1 + xb1, b2 + xb2
+        n = (b + 1) * args.check_every
+        mean = s1 / n
+        noise = np.sum(s2 - s1 * s1 / n) - mean.size * (b2 - b1 * b1 / n)
+        se_sq = max(noise, 0.0) / (n * (n - 1))
+        rs.append(math.sqrt(se_sq / np.sum(np.square(mean - mean.mean()))))
+        prefixes.append(mean.astype(np.float32))
+    return np.stack(prefixes), np.asarray(rs)
+
+
+def _predicted_stop(rs, tolerance, args):
+    """Block index where the criterion stops at ``tolerance`` (the last block if never)."""
+    threshold = tolerance * (2.0 - tolerance)
+    for b, r in enumerate(rs):
+        if (b + 1) * args.check_every >= args.min_masks and r * r < threshold:
+            return b
+    return len(rs) - 1
+
+
+def _pearson(a, b):
+    return float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1])
+
+
+def _aucs(model_fn, image, sal, target, step):
+    sal = jnp.asarray(sal)
+    return (float(sj.metrics.deletion(model_fn, image, sal, target, step=step).auc),
+            float(sj.metrics.insertion(model_fn, image, sal, target, step=step).auc))
+
+
+def _items(split, count):
+    data = shapes.generate_arrays(split, count)
+    return [(f"shapes/{split}/{i}", jnp.asarray(data["image"][i], jnp.float32) / 255,
+             int(data["label"][i])) for i in range(count)]
+
+
+def _validate(model_fn, args, log):
+    """Choose the tolerance on the validation images by the rule of the docstring."""
+    ref_cfg = sj.RiseConfig(num_masks=args.reference_masks, batch_size=args.batch_size)
+    rows = []
+    for j, (name, image, target) in enumerate(_items("train", args.validation_images)):
+        ref = np.asarray(sj.rise(jax.random.key(60_000 + j), model_fn, image, target,
+                                 config=ref_cfg))
+        prefixes, rs = _stream(jax.random.key(50_000 + j), model_fn, image, target, args)
+        row = dict(image=name, fixed_r=_pearson(prefixes[-1], ref), criterion_r=rs.tolist(),
+                   r_by_block=[_pearson(p, ref) for p in prefixes])
+        rows.append(row)
+        log(dict(validation=name, fixed_r=row["fixed_r"], r_final=float(rs[-1])))
+    fixed_r = statistics.fmean(r["fixed_r"] for r in rows)
+    table = []
+    for tol in args.tolerances:
+        stops = [_predicted_stop(np.asarray(r["criterion_r"]), tol, args) for r in rows]
+        table.append(dict(
+            tolerance=tol, mean_masks=statistics.fmean((s + 1) * args.check_every for s in stops),
+            mean_r=statistics.fmean(r["r_by_block"][s] for r, s in zip(rows, stops))))
+    ok = [t for t in table if t["mean_r"] >= fixed_r - args.match_slack]
+    chosen = max(t["tolerance"] for t in ok) if ok else min(args.tolerances)
+    return dict(images=len(rows), split="saliency_shapes train", fixed_4000_mean_r=fixed_r,
+                rule=f"largest tolerance with mean r >= fixed-N 4000's - {args.match_slack}",
+                candidates=table, chosen=chosen, rows=rows)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--num-images", type=int, default=100)
-    parser.add_argument("--photos", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--validation-images", type=int, default=16)
     parser.add_argument("--reference-masks", type=int, default=8000)
-    parser.add_argument("--max-masks", type=int, default=4000)
-    parser.add_argument("--tolerance", type=float, default=0.1)
     parser.add_argument("--check-every", type=int, default=250)
     parser.add_argument("--min-masks", type=int, default=500)
     parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--tolerances", type=float, nargs="+",
+                        default=[0.005, 0.0075, 0.01, 0.0125, 0.015, 0.0175, 0.02, 0.025,
+                                 0.03, 0.04, 0.05, 0.075, 0.1])
+    parser.add_argument("--match-slack", type=float, default=0.005)
+    parser.add_argument("--tolerance", type=float, default=None,
+                        help="skip the validation and use this tolerance")
+    parser.add_argument("--verify-prefix", type=int, default=1)
+    parser.add_argument("--checkpoint-every", type=int, default=5)
     parser.add_argument("--step", type=int, default=112, help="deletion/insertion pixels/step")
     args = parser.parse_args()
-    model_fn, _ = classifiers.load_classifier("resnet_small")
-    data = shapes.generate_arrays("test", args.num_images)
-    items = [(f"shapes/{i}", jnp.asarray(data["image"][i], jnp.float32) / 255,
-              int(data["label"][i])) for i in range(args.num_images)]
-    if args.photos:
-        for name, photo in _photos(112):
-            photo = jnp.asarray(photo)
-            items.append((f"photo/{name}", photo, int(jnp.argmax(model_fn(photo[None])[0]))))
-    ref_cfg = sj.RiseConfig(num_masks=args.reference_masks, batch_size=args.batch_size)
-    fixed_cfg = sj.RiseConfig(num_masks=args.max_masks, batch_size=args.batch_size)
-    any_cfg = sj.RiseAnytimeConfig(max_masks=args.max_masks, batch_size=args.batch_size,
-                                   check_every=args.check_every, min_masks=args.min_masks,
-                                   tolerance=args.tolerance)
-    rows = []
+    model_fn = as_pytree_fn(classifiers.load_classifier("resnet_small")[0])
     t_start = time.perf_counter()
-    for i, (name, image, target) in enumerate(items):
-        ref = sj.rise(jax.random.key(10_000 + i), model_fn, image, target, config=ref_cfg)
-        anytime = sj.rise_anytime(jax.random.key(i), model_fn, image, target, config=any_cfg)
-        fixed = sj.rise(jax.random.key(i), model_fn, image, target, config=fixed_cfg)
-        row = dict(image=name, target=target, anytime_masks=int(anytime.num_masks),
-                   anytime_relative_error=float(anytime.relative_error))
-        aucs = {}
-        for label, sal in (("reference", ref), ("anytime", anytime.saliency), ("fixed", fixed)):
-            aucs[label] = dict(
-                deletion=float(sj.metrics.deletion(model_fn, image, sal, target,
-                                                   step=args.step).auc),
-                insertion=float(sj.metrics.insertion(model_fn, image, sal, target,
-                                                     step=args.step).auc))
-        for label, sal in (("anytime", anytime.saliency), ("fixed", fixed)):
-            row[f"{label}_r"] = float(np.corrcoef(np.ravel(sal), np.ravel(ref))[0, 1])
-            for m in ("deletion", "insertion"):
-                row[f"{label}_{m}_diff"] = aucs[label][m] - aucs["reference"][m]
-                row[f"{label}_{m}"] = aucs[label][m]
-        row["reference_deletion"] = aucs["reference"]["deletion"]
-        row["reference_insertion"] = aucs["reference"]["insertion"]
+
+    def log(obj):
+        print(json.dumps(obj), flush=True)
+
+    validation = None
+    if args.tolerance is None:
+        validation = _validate(model_fn, args, log)
+        tolerance = validation["chosen"]
+        log({k: v for k, v in validation.items() if k != "rows"})
+    else:
+        tolerance = args.tolerance
+    ref_cfg = sj.RiseConfig(num_masks=args.reference_masks, batch_size=args.batch_size)
+    any_cfg = sj.RiseAnytimeConfig(max_masks=FIXED_N, batch_size=args.batch_size,
+                                   check_every=args.check_every, min_masks=args.min_masks,
+                                   tolerance=tolerance, grid=GRID, p_keep=P_KEEP)
+    rows, store = [], []
+    prefix_checks = []
+    for i, (name, image, target) in enumerate(_items("test", args.num_images)):
+        key = jax.random.key(i)
+        ref = np.asarray(sj.rise(jax.random.key(10_000 + i), model_fn, image, target,
+                                 config=ref_cfg))
+        prefixes, rs = _stream(key, model_fn, image, target, args)
+        if i < args.verify_prefix:
+            direct = np.asarray(sj.rise(key, model_fn, image, target, config=sj.RiseConfig(
+                num_masks=FIXED_N, batch_size=args.batch_size)))
+            prefix_checks.append(float(np.max(np.abs(direct - prefixes[-1]))
+                                       / np.max(np.abs(direct))))
+        anytime = sj.rise_anytime(key, model_fn, image, target, config=any_cfg)
+        n_any = int(anytime.num_masks)
+        predicted = (_predicted_stop(rs, tolerance, args) + 1) * args.check_every
+        any_map = np.asarray(anytime.saliency)
+        row = dict(image=name, target=target, anytime_masks=n_any, predicted_masks=predicted,
+                   anytime_relative_error=float(anytime.relative_error),
+                   anytime_vs_prefix=float(np.max(np.abs(any_map - prefixes[n_any //
+                                                                          args.check_every - 1]))
+                                           / np.max(np.abs(any_map)))
+                   if n_any % args.check_every == 0 else None,
+                   criterion_r=rs.tolist())
+        ref_auc = _aucs(model_fn, image, ref, target, args.step)
+        row["reference_deletion"], row["reference_insertion"] = ref_auc
+        maps = {"anytime": any_map}
+        maps.update({f"fixed_{n}": prefixes[n // args.check_every - 1] for n in (1000, 2000, 4000)})
+        for label, sal in maps.items():
+            row[f"{label}_r"] = _pearson(sal, ref)
+            row[f"{label}_deletion"], row[f"{label}_insertion"] = _aucs(
+                model_fn, image, sal, target, args.step)
         rows.append(row)
-        print(json.dumps(row), flush=True)
+        store.append((image, target, prefixes, ref))
+        log({k: v for k, v in row.items() if k != "criterion_r"})
+        if (i + 1) % args.checkpoint_every == 0 or i + 1 == args.num_images:
+            _write(rows, store, model_fn, args, tolerance, validation, prefix_checks, t_start,
+                   final=i + 1 == args.num_images)
 
-    def summary(subset):
-        out = {"images": len(subset),
-               "anytime_masks": _ci([r["anytime_masks"] for r in subset]),
-               "fixed_masks": args.max_masks}
-        out["query_ratio_fixed_over_anytime"] = args.max_masks / out["anytime_masks"]["mean"]
-        for label in ("anytime", "fixed"):
-            out[f"{label}_r"] = _ci([r[f"{label}_r"] for r in subset])
-            for m in ("deletion", "insertion"):
-                out[f"{label}_{m}"] = _ci([r[f"{label}_{m}"] for r in subset])
-                out[f"{label}_{m}_diff"] = _ci([r[f"{label}_{m}_diff"] for r in subset])
-        return out
 
-    shapes_rows = [r for r in rows if r["image"].startswith("shapes/")]
-    photo_rows = [r for r in rows if r["image"].startswith("photo/")]
+_MATCHED_CACHE: dict = {}
+
+
+def _write(rows, store, model_fn, args, tolerance, validation, prefix_checks, t_start, *, final):
+    mean_n = statistics.fmean(r["anytime_masks"] for r in rows)
+    below = max(args.check_every, int(mean_n // args.check_every) * args.check_every)
+    matched = sorted({below, min(FIXED_N, below + args.check_every)})
+    for i, (image, target, prefixes, ref) in enumerate(store):
+        for n in matched:
+            if (i, n) not in _MATCHED_CACHE:
+                sal = prefixes[n // args.check_every - 1]
+                _MATCHED_CACHE[i, n] = (_pearson(sal, ref),
+                                        *_aucs(model_fn, image, sal, target, args.step))
+    methods = ["fixed_1000", "fixed_2000", "fixed_4000", "anytime"]
+    per = {m: dict(masks=[1000, 2000, 4000][k] if m != "anytime" else None)
+           for k, m in enumerate(methods)}
+    values = {m: {q: [r[f"{m}_{q}"] for r in rows] for q in ("r", "deletion", "insertion")}
+              for m in methods}
+    for n in matched:
+        m = f"fixed_{n}_at_anytime_mean"
+        methods.append(m)
+        per[m] = dict(masks=n)
+        values[m] = {q: [_MATCHED_CACHE[i, n][k] for i in range(len(rows))]
+                     for k, q in enumerate(("r", "deletion", "insertion"))}
+    summary = {}
+    for m in methods:
+        s = dict(per[m])
+        if m == "anytime":
+            s["masks"] = _ci([r["anytime_masks"] for r in rows])
+        for q in ("r", "deletion", "insertion"):
+            s[q] = _ci(values[m][q])
+            s[f"{q}_minus_fixed_4000"] = _ci(np.subtract(values[m][q], values["fixed_4000"][q]))
+        summary[m] = s
+    summary["reference"] = {q: _ci([r[f"reference_{q}"] for r in rows])
+                            for q in ("deletion", "insertion")}
+    anytime_vs_matched = {
+        f"anytime_minus_fixed_{n}": {q: _ci(np.subtract(values["anytime"][q],
+                                                        values[f"fixed_{n}_at_anytime_mean"][q]))
+                                     for q in ("r", "deletion", "insertion")}
+        for n in matched}
     result = dict(
-        what="anytime RISE vs fixed-N RISE, agreement with a fixed-N reference map (own key)",
-        model="packaged resnet_small, 112x112", reference_masks=args.reference_masks,
-        config=dict(max_masks=args.max_masks, tolerance=args.tolerance,
-                    check_every=args.check_every, min_masks=args.min_masks,
-                    batch_size=args.batch_size, grid=7, p_keep=0.5),
-        step=args.step, synthetic=summary(shapes_rows) if shapes_rows else None,
-        photos=summary(photo_rows) if len(photo_rows) > 1 else None, rows=rows,
-        wall_s=time.perf_counter() - t_start,
+        what="anytime RISE vs fixed-N RISE: queries and agreement with a fixed-N reference map",
+        protocol=__doc__.split("\n\n")[1].replace("\n", " "),
+        model="packaged resnet_small, 112x112, saliency_shapes test, true class",
+        images=len(rows), complete=final, reference_masks=args.reference_masks,
+        config=dict(max_masks=FIXED_N, tolerance=tolerance, check_every=args.check_every,
+                    min_masks=args.min_masks, batch_size=args.batch_size, grid=GRID,
+                    p_keep=P_KEEP),
+        tolerance_validation=validation, step=args.step, summary=summary,
+        query_ratio_fixed_4000_over_anytime=FIXED_N / mean_n,
+        anytime_vs_fixed_at_its_mean_n=anytime_vs_matched,
+        anytime_stop_equals_float64_prediction=sum(r["anytime_masks"] == r["predicted_masks"]
+                                                   for r in rows),
+        prefix_vs_sj_rise_max_rel_diff=prefix_checks,
+        rows=rows, wall_s=time.perf_counter() - t_start,
         environment=common.environment(), command="nice -n 19 python " + " ".join(sys.argv))
-    print(common.write_result("rise_anytime", result))
+    print(common.write_result("rise_anytime", result), flush=True)
 
 
 def table_section(lines: list[str]) -> None:
@@ -139,31 +292,49 @@ def table_section(lines: list[str]) -> None:
     if not path.exists():
         return
     d = json.loads(path.read_text())
-    c = d["config"]
+    if "summary" not in d:  # an older layout
+        return
+    c, s = d["config"], d["summary"]
 
     def f(ci, digits=3):
         return f"{ci['mean']:.{digits}f} [{ci['lo']:.{digits}f}, {ci['hi']:.{digits}f}]"
 
+    v = d["tolerance_validation"]
+    chose = (f"tolerance {c['tolerance']}, chosen on {v['images']} {v['split']} images as the "
+             f"{v['rule']} ({v['fixed_4000_mean_r']:.3f} there)" if v else
+             f"tolerance {c['tolerance']} (given)")
     lines += ["## Anytime RISE: the same map from fewer queries (`bench_rise_anytime.py`)", "",
-              f"{d['model']}. Anytime: tolerance {c['tolerance']}, checks every "
-              f"{c['check_every']} masks from {c['min_masks']}, at most {c['max_masks']}; fixed-N: "
-              f"N = {c['max_masks']}. Against a fixed-N map of {d['reference_masks']} masks "
-              "(another key): Pearson r, and deletion / insertion AUC minus the reference's "
-              f"(step {d['step']} px). Means [95 % interval].", "",
-              "| images | variant | masks | r with reference | Δ deletion AUC | "
-              "Δ insertion AUC |", "|---|---|---|---|---|---|"]
-    for label, s in (("synthetic", d["synthetic"]), ("photos", d["photos"])):
-        if s is None:
+              f"{d['model']}, {d['images']} images{'' if d['complete'] else ' (partial run)'}. "
+              f"Reference: fixed-N RISE, N = {d['reference_masks']}, its own key. Anytime: "
+              f"{chose}; checks every {c['check_every']} masks from {c['min_masks']}, at most "
+              f"{c['max_masks']}; it stops when 1 - sqrt(1 - r²) < tolerance, r the centred "
+              "map's relative standard error (1 - the estimated correlation with the converged "
+              f"map). Deletion / insertion step {d['step']} px. Means [95 % t-interval]; Δ = "
+              "paired difference against fixed N = 4000.", "",
+              "| method | masks | r with reference | deletion AUC | Δ deletion | insertion AUC | "
+              "Δ insertion |", "|---|---|---|---|---|---|---|"]
+    for m, row in s.items():
+        if m == "reference":
             continue
-        lines.append(f"| {label} ({s['images']}) | anytime | {f(s['anytime_masks'], 0)} | "
-                     f"{f(s['anytime_r'])} | {f(s['anytime_deletion_diff'])} | "
-                     f"{f(s['anytime_insertion_diff'])} |")
-        lines.append(f"| {label} ({s['images']}) | fixed-N | {s['fixed_masks']} | "
-                     f"{f(s['fixed_r'])} | {f(s['fixed_deletion_diff'])} | "
-                     f"{f(s['fixed_insertion_diff'])} |")
+        masks_ = (f"{row['masks']['mean']:.0f} ({row['masks']['min']:.0f}–"
+                  f"{row['masks']['max']:.0f})" if isinstance(row["masks"], dict)
+                  else str(row["masks"]))
+        label = m.replace("_at_anytime_mean", " (≈ anytime's mean N)").replace("_", " N = ", 1)
+        lines.append(f"| {label} | {masks_} | {f(row['r'])} | {f(row['deletion'])} | "
+                     f"{f(row['deletion_minus_fixed_4000'])} | {f(row['insertion'])} | "
+                     f"{f(row['insertion_minus_fixed_4000'])} |")
+    ref = s["reference"]
+    lines += ["", f"Reference map: deletion {f(ref['deletion'])}, insertion "
+              f"{f(ref['insertion'])}. Queries: fixed 4000 / anytime mean = "
+              f"{d['query_ratio_fixed_4000_over_anytime']:.2f}×. Anytime minus fixed-N at "
+              "about its mean N (paired): " + "; ".join(
+                  f"N = {k.rsplit('_', 1)[1]}: Δr {f(x['r'])}, Δ deletion {f(x['deletion'])}, "
+                  f"Δ insertion {f(x['insertion'])}"
+                  for k, x in d["anytime_vs_fixed_at_its_mean_n"].items()) + ".", ""]
     env = d["environment"]
-    lines += ["", f"Measured on {env['device_kind']}; {d['wall_s']:.0f} s. "
-              f"Command: `{d['command']}`.", ""]
+    lines += [f"Measured on {env['device_kind']}, load average "
+              f"{env['load_average'][0]:.1f}; {d['wall_s']:.0f} s. Command: `{d['command']}`.",
+              ""]
 
 
 if __name__ == "__main__":
