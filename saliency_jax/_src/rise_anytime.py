@@ -63,7 +63,9 @@ class RiseAnytimeConfig:
       min_masks: no stop before this many masks (the variance estimate needs some).
       tolerance: stop when ``1 - sqrt(1 - r_n²)``, one minus the map's estimated correlation
         with the map of infinitely many masks, falls under it; in [0, 1] (traced). 0 never
-        stops early; 0.05 stops at an estimated correlation above 0.95.
+        stops early; 0.05 stops at an estimated correlation above 0.95. The default, 0.02,
+        is the largest whose maps matched fixed-N 4000's correlation with an 8000-mask map
+        (within 0.005) on 16 ``saliency_shapes`` train images (``bench_rise_anytime.py``).
     """
 
     max_masks: int = 8000
@@ -72,7 +74,7 @@ class RiseAnytimeConfig:
     batch_size: int = 100
     check_every: int = 500
     min_masks: int = 1000
-    tolerance: float = 0.05
+    tolerance: float = 0.02
 
     def __post_init__(self):
         for name in ("max_masks", "batch_size", "check_every", "min_masks"):
