@@ -311,8 +311,8 @@ def table_section(lines: list[str]) -> None:
               "map's relative standard error (1 - the estimated correlation with the converged "
               f"map). Deletion / insertion step {d['step']} px. Means [95 % t-interval]; Δ = "
               "paired difference against fixed N = 4000.", "",
-              "| method | masks | r with reference | deletion AUC | Δ deletion | insertion AUC | "
-              "Δ insertion |", "|---|---|---|---|---|---|---|"]
+              "| method | masks | r with reference | Δ r | deletion AUC | Δ deletion | "
+              "insertion AUC | Δ insertion |", "|---|---|---|---|---|---|---|---|"]
     for m, row in s.items():
         if m == "reference":
             continue
@@ -320,7 +320,8 @@ def table_section(lines: list[str]) -> None:
                   f"{row['masks']['max']:.0f})" if isinstance(row["masks"], dict)
                   else str(row["masks"]))
         label = m.replace("_at_anytime_mean", " (≈ anytime's mean N)").replace("_", " N = ", 1)
-        lines.append(f"| {label} | {masks_} | {f(row['r'])} | {f(row['deletion'])} | "
+        lines.append(f"| {label} | {masks_} | {f(row['r'])} | {f(row['r_minus_fixed_4000'])} | "
+                     f"{f(row['deletion'])} | "
                      f"{f(row['deletion_minus_fixed_4000'])} | {f(row['insertion'])} | "
                      f"{f(row['insertion_minus_fixed_4000'])} |")
     ref = s["reference"]
