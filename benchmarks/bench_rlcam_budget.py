@@ -91,6 +91,9 @@ def main(argv=None):
                         default=agents.packaged_agent_dir("rlcam", MODEL).parent
                         / f"rlcam_output_{MODEL}",
                         help="the output-observation agent folder (default: the packaged one)")
+    parser.add_argument("--wait-agent-s", type=float, default=0.0,
+                        help="wait up to this long for --output-agent to appear (a training run "
+                             "finishing while the look-ahead methods run); default 0")
     args = parser.parse_args(argv)
     log = functools.partial(print, flush=True)
     load_start = list(os.getloadavg())
@@ -108,32 +111,23 @@ def main(argv=None):
             return r.saliency, r.mask, r.num_queries
         return jax.jit(call)
 
-    runs = {"rlcam": episode(functools.partial(rlcam.rlcam_explain, config=config,
-                                                 agent_params=params)),
-            "rlcam_greedy": episode(functools.partial(rlcam.rlcam_greedy_explain,
-                                                        config=agents.RLCAM_CONFIG))}
-    out_params, out_config = rlcam.load_rlcam_agent(args.output_agent)
-    runs["rlcam_output"] = episode(functools.partial(rlcam.rlcam_explain, config=out_config,
-                                                     agent_params=out_params))
-    # RL-CAM first, on every image: its mean queries set the others' budget.
-    outputs = {name: [] for name in runs}
-    times = {name: [] for name in runs}
-    compile_s = {}
-    for name, run in runs.items():
-        t0 = time.perf_counter()
-        jax.block_until_ready(run(keys[0], images[0], labels[0]))
-        compile_s[name] = time.perf_counter() - t0
-    for i in range(args.num_images):
-        for name, run in runs.items():
+    outputs, times, compile_s = {}, {}, {}
+
+    def run_all(methods):
+        """Each method on every image, interleaved image by image (after one compiling call)."""
+        for name, run in methods.items():
+            outputs[name], times[name] = [], []
             t0 = time.perf_counter()
-            out = jax.block_until_ready(run(keys[i], images[i], labels[i]))
-            times[name].append(time.perf_counter() - t0)
-            outputs[name].append(out)
-    budget = int(round(np.mean([int(o[2]) for o in outputs["rlcam"]])))
-    out_budget = int(round(np.mean([int(o[2]) for o in outputs["rlcam_output"]])))
-    occ = occlusion_for_budget(budget)
-    log(f"RL-CAM mean queries {budget}, output variant {out_budget}; occlusion stride "
-        f"{occ.stride} ({occ.num_windows((SIZE, SIZE)) + 1} queries)")
+            jax.block_until_ready(run(keys[0], images[0], labels[0]))
+            compile_s[name] = time.perf_counter() - t0
+        for i in range(args.num_images):
+            for name, run in methods.items():
+                t0 = time.perf_counter()
+                out = jax.block_until_ready(run(keys[i], images[i], labels[i]))
+                times[name].append(time.perf_counter() - t0)
+                outputs[name].append(out)
+            if (i + 1) % 20 == 0:
+                log(f"{', '.join(methods)}: {i + 1}/{args.num_images}")
 
     def as_map_method(fn, queries, jit=True):
         def call(key, image, target):
@@ -141,29 +135,35 @@ def main(argv=None):
             return sal, metrics.binarize(sal, threshold=0.3, mode="relative"), jnp.int32(queries)
         return jax.jit(call) if jit else call  # LIME segments its image outside jit
 
-    maps = {f"rise_{budget}": as_map_method(functools.partial(rise, config=RiseConfig(
-                num_masks=budget, grid=7, p_keep=0.5, batch_size=100)), budget),
-            f"lime_{budget}": as_map_method(functools.partial(lime, config=LimeConfig(
-                num_samples=budget)), budget, jit=False),
-            "occlusion": as_map_method(functools.partial(occlusion, config=occ),
-                                       occ.num_windows((SIZE, SIZE)) + 1),
-            f"rise_{out_budget}": as_map_method(functools.partial(rise, config=RiseConfig(
-                num_masks=out_budget, grid=7, p_keep=0.5, batch_size=100)), out_budget),
-            f"lime_{out_budget}": as_map_method(functools.partial(lime, config=LimeConfig(
-                num_samples=out_budget)), out_budget, jit=False)}
-    for name, run in maps.items():
-        outputs[name], times[name] = [], []
-        t0 = time.perf_counter()
-        jax.block_until_ready(run(keys[0], images[0], labels[0]))
-        compile_s[name] = time.perf_counter() - t0
-    for i in range(args.num_images):
-        for name, run in maps.items():
-            t0 = time.perf_counter()
-            out = jax.block_until_ready(run(keys[i], images[i], labels[i]))
-            times[name].append(time.perf_counter() - t0)
-            outputs[name].append(out)
-        if (i + 1) % 10 == 0:
-            log(f"maps: {i + 1}/{args.num_images}")
+    def budget_maps(n):
+        return {f"rise_{n}": as_map_method(functools.partial(rise, config=RiseConfig(
+                    num_masks=n, grid=7, p_keep=0.5, batch_size=100)), n),
+                f"lime_{n}": as_map_method(functools.partial(lime, config=LimeConfig(
+                    num_samples=n)), n, jit=False)}
+
+    # The look-ahead agent first, on every image: its mean queries set the others' budget.
+    run_all({"rlcam": episode(functools.partial(rlcam.rlcam_explain, config=config,
+                                                agent_params=params)),
+             "rlcam_greedy": episode(functools.partial(rlcam.rlcam_greedy_explain,
+                                                       config=agents.RLCAM_CONFIG))})
+    budget = int(round(np.mean([int(o[2]) for o in outputs["rlcam"]])))
+    occ = occlusion_for_budget(budget)
+    log(f"RL-CAM mean queries {budget}; occlusion stride {occ.stride} "
+        f"({occ.num_windows((SIZE, SIZE)) + 1} queries)")
+    run_all({**budget_maps(budget),
+             "occlusion": as_map_method(functools.partial(occlusion, config=occ),
+                                        occ.num_windows((SIZE, SIZE)) + 1)})
+    # Then the output-observation agent and the map methods at its mean queries.
+    waited = 0.0
+    while not (args.output_agent / "agent.json").exists() and waited < args.wait_agent_s:
+        time.sleep(30)  # a training run still finishing (--wait-agent-s)
+        waited += 30
+    out_params, out_config = rlcam.load_rlcam_agent(args.output_agent)
+    run_all({"rlcam_output": episode(functools.partial(rlcam.rlcam_explain, config=out_config,
+                                                       agent_params=out_params))})
+    out_budget = int(round(np.mean([int(o[2]) for o in outputs["rlcam_output"]])))
+    log(f"RL-CAM output variant mean queries {out_budget}")
+    run_all(budget_maps(out_budget))
 
     deletion = jax.jit(functools.partial(metrics.deletion, step=STEP))
     insertion = jax.jit(functools.partial(metrics.insertion, step=STEP))
@@ -181,10 +181,10 @@ def main(argv=None):
             rows["deletion"].append(float(deletion(model_fn, images[i], sal, labels[i]).auc))
             rows["insertion"].append(float(insertion(model_fn, images[i], sal, labels[i]).auc))
             rows["queries"].append(int(queries))
+        reference = rows if name == "rlcam" else results["rlcam"]["per_image"]
         results[name] = {"summary": {f: _mean_ci(v) for f, v in rows.items()},
-                         "paired_vs_rlcam": {
-                             f: _mean_ci(np.asarray(v) - np.asarray(
-                                 results["rlcam"]["per_image"][f])) for f, v in rows.items()},
+                         "paired_vs_rlcam": {f: _mean_ci(np.asarray(v) - np.asarray(
+                             reference[f])) for f, v in rows.items()},
                          "per_image": rows, "median_s_per_image": statistics.median(times[name]),
                          "compile_and_first_s": compile_s[name]}
         s = results[name]["summary"]
@@ -197,7 +197,8 @@ def main(argv=None):
         "occlusion": {"window": occ.window, "stride": occ.stride},
         "rlcam_config": config.to_dict(), "rlcam_output_config": out_config.to_dict(),
         "output_agent": str(args.output_agent),
-        "intervals": "95 % t-intervals over images; paired_vs_rlcam: method − rlcam per image", "methods": results, "load_average_start": load_start,
+        "intervals": "95 % t-intervals over images; paired_vs_rlcam: method − rlcam per image",
+        "methods": results, "load_average_start": load_start,
         "environment": common.environment(), "command": " ".join(sys.argv),
     }
     log(f"wrote {common.write_result(args.out_name, payload)}")

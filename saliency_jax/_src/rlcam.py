@@ -406,7 +406,7 @@ def rlcam_greedy_explain(key, model_fn: ModelFn, image, target, *, config: Rlcam
       Learning*, CVPR 2023 Workshops (SAIAD), pp. 3861–3869.
     """
     del key
-    if config.observation != "lookahead":
+    if isinstance(config, RlcamConfig) and config.observation != "lookahead":
         raise ValueError("config.observation must be 'lookahead' for the greedy baseline (it "
                          f"ranks the look-ahead's gains), got {config.observation!r}")
     model_fn, image, target, baseline, penalty, static = _prepare(model_fn, image, target,
