@@ -146,14 +146,54 @@ def main(argv=None):
                                                 agent_params=params)),
              "rlcam_greedy": episode(functools.partial(rlcam.rlcam_greedy_explain,
                                                        config=agents.RLCAM_CONFIG))})
+    deletion = jax.jit(functools.partial(metrics.deletion, step=STEP))
+    insertion = jax.jit(functools.partial(metrics.insertion, step=STEP))
+    results = {}
+    facts = {"what": "RL-CAM (reimplemented from the abstract) at equal query budgets",
+             "images": f"saliency_shapes/test[:{args.num_images}], targets = labels, {SIZE}²",
+             "rlcam_config": config.to_dict(),
+             "intervals": "95 % t-intervals over images; paired_vs_rlcam: method − rlcam "
+                          "per image"}
+
+    def score(names):
+        """The metrics of ``names`` into ``results``, then the JSON rewritten (partial runs
+        leave what is done)."""
+        for name in names:
+            rows = {f: [] for f in FIELDS}
+            for i, (sal, mask, queries) in enumerate(outputs[name]):
+                ov = metrics.overlap(mask, gt[i])
+                rows["iou"].append(float(ov.iou))
+                rows["f1"].append(float(ov.f1))
+                rows["map_iou"].append(float(metrics.overlap(
+                    metrics.binarize(sal, threshold=0.3, mode="relative"), gt[i]).iou))
+                rows["pointing"].append(float(metrics.pointing_game(sal, gt[i],
+                                                                    tolerance=TOLERANCE)))
+                rows["deletion"].append(float(deletion(model_fn, images[i], sal,
+                                                       labels[i]).auc))
+                rows["insertion"].append(float(insertion(model_fn, images[i], sal,
+                                                         labels[i]).auc))
+                rows["queries"].append(int(queries))
+            reference = rows if name == "rlcam" else results["rlcam"]["per_image"]
+            results[name] = {
+                "summary": {f: _mean_ci(v) for f, v in rows.items()},
+                "paired_vs_rlcam": {f: _mean_ci(np.asarray(v) - np.asarray(reference[f]))
+                                    for f, v in rows.items()},
+                "per_image": rows, "median_s_per_image": statistics.median(times[name]),
+                "compile_and_first_s": compile_s[name]}
+            s = results[name]["summary"]
+            log(f"{name:14s} " + " ".join(f"{f} {s[f]['mean']:.3f}" for f in FIELDS)
+                + f" {results[name]['median_s_per_image']:.3f} s")
+        payload = {**facts, "methods": results, "load_average_start": load_start,
+                   "environment": common.environment(), "command": " ".join(sys.argv)}
+        log(f"wrote {common.write_result(args.out_name, payload)}")
+
     budget = int(round(np.mean([int(o[2]) for o in outputs["rlcam"]])))
     occ = occlusion_for_budget(budget)
+    facts.update(budget=budget, occlusion={"window": occ.window, "stride": occ.stride})
     log(f"RL-CAM mean queries {budget}; occlusion stride {occ.stride} "
         f"({occ.num_windows((SIZE, SIZE)) + 1} queries)")
-    run_all({**budget_maps(budget),
-             "occlusion": as_map_method(functools.partial(occlusion, config=occ),
-                                        occ.num_windows((SIZE, SIZE)) + 1)})
-    # Then the output-observation agent and the map methods at its mean queries.
+    score(["rlcam", "rlcam_greedy"])
+    # The output-observation agent (cheap) and the map methods at its mean queries.
     waited = 0.0
     while not (args.output_agent / "agent.json").exists() and waited < args.wait_agent_s:
         time.sleep(30)  # a training run still finishing (--wait-agent-s)
@@ -162,46 +202,16 @@ def main(argv=None):
     run_all({"rlcam_output": episode(functools.partial(rlcam.rlcam_explain, config=out_config,
                                                        agent_params=out_params))})
     out_budget = int(round(np.mean([int(o[2]) for o in outputs["rlcam_output"]])))
+    facts.update(output_budget=out_budget, rlcam_output_config=out_config.to_dict(),
+                 output_agent=str(args.output_agent))
     log(f"RL-CAM output variant mean queries {out_budget}")
     run_all(budget_maps(out_budget))
-
-    deletion = jax.jit(functools.partial(metrics.deletion, step=STEP))
-    insertion = jax.jit(functools.partial(metrics.insertion, step=STEP))
-    results = {}
-    for name, outs in outputs.items():
-        rows = {f: [] for f in FIELDS}
-        for i, (sal, mask, queries) in enumerate(outs):
-            ov = metrics.overlap(mask, gt[i])
-            rows["iou"].append(float(ov.iou))
-            rows["f1"].append(float(ov.f1))
-            rows["map_iou"].append(float(metrics.overlap(
-                metrics.binarize(sal, threshold=0.3, mode="relative"), gt[i]).iou))
-            rows["pointing"].append(float(metrics.pointing_game(sal, gt[i],
-                                                                tolerance=TOLERANCE)))
-            rows["deletion"].append(float(deletion(model_fn, images[i], sal, labels[i]).auc))
-            rows["insertion"].append(float(insertion(model_fn, images[i], sal, labels[i]).auc))
-            rows["queries"].append(int(queries))
-        reference = rows if name == "rlcam" else results["rlcam"]["per_image"]
-        results[name] = {"summary": {f: _mean_ci(v) for f, v in rows.items()},
-                         "paired_vs_rlcam": {f: _mean_ci(np.asarray(v) - np.asarray(
-                             reference[f])) for f, v in rows.items()},
-                         "per_image": rows, "median_s_per_image": statistics.median(times[name]),
-                         "compile_and_first_s": compile_s[name]}
-        s = results[name]["summary"]
-        log(f"{name:14s} " + " ".join(f"{f} {s[f]['mean']:.3f}" for f in FIELDS)
-            + f" {results[name]['median_s_per_image']:.3f} s")
-    payload = {
-        "what": "RL-CAM (reimplementation from the abstract) at equal query budgets",
-        "images": f"saliency_shapes/test[:{args.num_images}], targets = labels, {SIZE}²",
-        "budget": budget, "output_budget": out_budget,
-        "occlusion": {"window": occ.window, "stride": occ.stride},
-        "rlcam_config": config.to_dict(), "rlcam_output_config": out_config.to_dict(),
-        "output_agent": str(args.output_agent),
-        "intervals": "95 % t-intervals over images; paired_vs_rlcam: method − rlcam per image",
-        "methods": results, "load_average_start": load_start,
-        "environment": common.environment(), "command": " ".join(sys.argv),
-    }
-    log(f"wrote {common.write_result(args.out_name, payload)}")
+    score(["rlcam_output", f"rise_{out_budget}", f"lime_{out_budget}"])
+    # Then the map methods at the look-ahead agent's budget.
+    run_all({**budget_maps(budget),
+             "occlusion": as_map_method(functools.partial(occlusion, config=occ),
+                                        occ.num_windows((SIZE, SIZE)) + 1)})
+    score([f"rise_{budget}", f"lime_{budget}", "occlusion"])
 
 
 def _fmt(entry):
