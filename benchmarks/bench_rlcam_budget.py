@@ -25,6 +25,10 @@ images) with its 95 % t-interval. Time: methods interleaved image by image, medi
 image after one compiling call each.
 
     python benchmarks/bench_rlcam_budget.py --num-images 100    # results/rlcam_budget.json
+
+The JSON is rewritten after each phase. ``--maps-at N`` runs only ``rise_N``, ``lime_N`` and
+occlusion and merges them into the JSON of a run with budget ``N`` (to split a run over two
+processes on a busy machine; the per-image keys are the same, so the maps are too).
 """
 
 from __future__ import annotations
@@ -91,6 +95,10 @@ def main(argv=None):
                         default=agents.packaged_agent_dir("rlcam", MODEL).parent
                         / f"rlcam_output_{MODEL}",
                         help="the output-observation agent folder (default: the packaged one)")
+    parser.add_argument("--maps-at", type=int, default=None,
+                        help="run only RISE/LIME at this N and occlusion, and merge them into "
+                             "results/<out-name>.json of an earlier run with that budget "
+                             "(a run split in two processes)")
     parser.add_argument("--wait-agent-s", type=float, default=0.0,
                         help="wait up to this long for --output-agent to appear (a training run "
                              "finishing while the look-ahead methods run); default 0")
@@ -141,11 +149,6 @@ def main(argv=None):
                 f"lime_{n}": as_map_method(functools.partial(lime, config=LimeConfig(
                     num_samples=n)), n, jit=False)}
 
-    # The look-ahead agent first, on every image: its mean queries set the others' budget.
-    run_all({"rlcam": episode(functools.partial(rlcam.rlcam_explain, config=config,
-                                                agent_params=params)),
-             "rlcam_greedy": episode(functools.partial(rlcam.rlcam_greedy_explain,
-                                                       config=agents.RLCAM_CONFIG))})
     deletion = jax.jit(functools.partial(metrics.deletion, step=STEP))
     insertion = jax.jit(functools.partial(metrics.insertion, step=STEP))
     results = {}
@@ -183,10 +186,38 @@ def main(argv=None):
             s = results[name]["summary"]
             log(f"{name:14s} " + " ".join(f"{f} {s[f]['mean']:.3f}" for f in FIELDS)
                 + f" {results[name]['median_s_per_image']:.3f} s")
-        payload = {**facts, "methods": results, "load_average_start": load_start,
+        methods = results
+        if args.maps_at is not None:  # merge into the earlier run's file as it is now
+            earlier = json.loads((common.RESULTS / f"{args.out_name}.json").read_text())
+            methods = {**earlier["methods"], **{n: results[n] for n in names}}
+            facts.update({k: v for k, v in earlier.items() if k not in (
+                "methods", "environment", "command", "load_average_start", "earlier_run")})
+        payload = {**facts, "methods": methods, "load_average_start": load_start,
                    "environment": common.environment(), "command": " ".join(sys.argv)}
         log(f"wrote {common.write_result(args.out_name, payload)}")
 
+    if args.maps_at is not None:
+        # Only the map methods at a budget measured before, merged into the JSON of that run
+        # (its rlcam rows give the paired differences).
+        budget = args.maps_at
+        occ = occlusion_for_budget(budget)
+        run_all({**budget_maps(budget),
+                 "occlusion": as_map_method(functools.partial(occlusion, config=occ),
+                                            occ.num_windows((SIZE, SIZE)) + 1)})
+        earlier = json.loads((common.RESULTS / f"{args.out_name}.json").read_text())
+        if earlier["budget"] != budget or earlier["images"] != facts["images"]:
+            raise ValueError(f"--maps-at {budget}: {args.out_name}.json holds budget "
+                             f"{earlier['budget']} on {earlier['images']}")
+        results["rlcam"] = earlier["methods"]["rlcam"]
+        facts["earlier_run"] = {k: earlier[k] for k in ("command", "environment",
+                                                         "load_average_start")}
+        score([f"rise_{budget}", f"lime_{budget}", "occlusion"])
+        return
+    # The look-ahead agent first, on every image: its mean queries set the others' budget.
+    run_all({"rlcam": episode(functools.partial(rlcam.rlcam_explain, config=config,
+                                                agent_params=params)),
+             "rlcam_greedy": episode(functools.partial(rlcam.rlcam_greedy_explain,
+                                                       config=agents.RLCAM_CONFIG))})
     budget = int(round(np.mean([int(o[2]) for o in outputs["rlcam"]])))
     occ = occlusion_for_budget(budget)
     facts.update(budget=budget, occlusion={"window": occ.window, "stride": occ.stride})
