@@ -29,6 +29,7 @@ excluded). Binary masks: RL-CAM and greedy give theirs; RISE's map is binarised 
 from __future__ import annotations
 
 import argparse
+import functools
 import pathlib
 import statistics
 import sys
@@ -54,6 +55,15 @@ MODEL = agents.DEFAULT_MODEL
 AGENT_DIR = agents.packaged_agent_dir("rlcam", MODEL)
 RUN_DIR = REPO / "runs" / "agents" / agents.agent_name("rlcam", MODEL)
 CONFIG = agents.RLCAM_CONFIG
+OUTPUT_NAME = "rlcam_output_" + MODEL
+OUTPUT_AGENT_DIR = REPO / "saliency_jax" / "assets" / "agents" / OUTPUT_NAME
+OUTPUT_RUN_DIR = REPO / "runs" / "agents" / OUTPUT_NAME
+
+
+def output_config(horizon: int = 24) -> rlcam.RlcamConfig:
+    """The output-observation variant (the abstract's observation, one query a step)."""
+    return rlcam.RlcamConfig(grid=CONFIG.grid, horizon=horizon, size_penalty=CONFIG.size_penalty,
+                             observation="output", num_classes=shapes.NUM_CLASSES)
 
 
 def classifier_path(args) -> pathlib.Path:
@@ -73,9 +83,13 @@ def load_split(split: str, n: int, seed: int = 0):
 
 def train(args) -> dict:
     variables = agents.load_classifier_variables(args.classifier, model=MODEL)
+    output = args.observation == "output"
+    config = output_config(args.horizon or 24) if output else CONFIG
+    run_dir = args.run_dir or (OUTPUT_RUN_DIR if output else RUN_DIR)
+    out = args.out or (OUTPUT_AGENT_DIR if output else AGENT_DIR)
     summary = agents.train_rlcam_default(
-        classifier_variables=variables, run_dir=args.run_dir, out=args.out, model=MODEL,
-        config=CONFIG, updates=args.updates, num_envs=args.num_envs, epochs=args.epochs,
+        classifier_variables=variables, run_dir=run_dir, out=out, model=MODEL,
+        config=config, updates=args.updates, num_envs=args.num_envs, epochs=args.epochs,
         lr=args.lr, num_images=args.num_images, seed=args.seed,
         checkpoint_every=args.checkpoint_every)
     print(f"rlcam agent: {summary['wall_s']:.0f} s training, episode return "
@@ -167,6 +181,89 @@ def evaluate(args) -> dict:
     return payload
 
 
+def validate(args) -> dict:
+    """The output agent against a random policy on held-out *training-split* images.
+
+    Validation images: ``saliency_shapes/train[start:start + n]`` (after the training images),
+    never the test split. Methods: the agent (argmax), the agent sampled, a random policy (an
+    untrained network, sampled: near-uniform over the allowed actions) and the trivial full
+    mask (every patch). Measures: the episode objective ``F_out`` of the final mask, IoU/F1 of
+    the mask, pointing of the map (tolerance 7.5 px), queries, mask area. Writes
+    ``results/<name>.json`` with means, 95 % t-intervals, the paired differences agent − other
+    and the training curve (episode return per update) of ``metrics.json``.
+    """
+    import json
+
+    from scipy import stats
+
+    from benchmarks import common
+
+    model_fn = load_model_fn(args)
+    data = shapes.generate_arrays("train", args.num_val, seed=0, image_size=112,
+                                  start=args.start)
+    images = data["image"].astype(np.float32) / 255.0
+    labels, gt = data["label"].astype(np.int32), data["mask"]
+    agent, config = rlcam.load_rlcam_agent(args.agent)
+    random_params = rlcam.init_agent(jax.random.key(12345), config)
+    explain = jax.jit(functools.partial(rlcam.rlcam_explain, config=config))
+    runs = {"agent": (agent, True), "agent_sampled": (agent, False),
+            "random_policy": (random_params, False)}
+    fields = ("objective", "iou", "f1", "pointing", "queries", "mask_fraction")
+    rows = {name: {f: [] for f in fields} for name in (*runs, "full_mask")}
+    for i in range(len(images)):
+        key = jax.random.fold_in(jax.random.key(args.seed), i)
+        image = jnp.asarray(images[i])
+        for name, (params, deterministic) in runs.items():
+            r = explain(key, model_fn, image, int(labels[i]), agent_params=params,
+                        deterministic=deterministic)
+            ov = metrics.overlap(r.mask, gt[i])
+            row = rows[name]
+            row["objective"].append(float(r.objective))
+            row["iou"].append(float(ov.iou))
+            row["f1"].append(float(ov.f1))
+            row["pointing"].append(float(metrics.pointing_game(r.saliency, gt[i],
+                                                               tolerance=7.5)))
+            row["queries"].append(int(r.num_queries))
+            row["mask_fraction"].append(float(jnp.mean(r.mask)))
+        full = np.ones(gt[i].shape, bool)
+        ov = metrics.overlap(full, gt[i])
+        p_full = float(model_fn(image[None])[0, int(labels[i])])
+        for f, v in (("objective", p_full - config.size_penalty), ("iou", float(ov.iou)),
+                     ("f1", float(ov.f1)), ("queries", 1), ("mask_fraction", 1.0)):
+            rows["full_mask"][f].append(v)
+        print(i, {n: round(r["iou"][-1], 3) for n, r in rows.items()}, flush=True)
+
+    def mean_ci(v):
+        v = np.asarray(v, np.float64)
+        half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+        return {"mean": float(v.mean()), "ci95": [float(v.mean() - half),
+                                                  float(v.mean() + half)]}
+
+    summary = {n: {f: mean_ci(v) for f, v in r.items() if v} for n, r in rows.items()}
+    paired = {n: {f: mean_ci(np.asarray(rows["agent"][f]) - np.asarray(v))
+                  for f, v in rows[n].items() if v}
+              for n in ("random_policy", "full_mask")}
+    curve = None
+    metrics_path = args.agent / "metrics.json"
+    if metrics_path.exists():
+        curve = json.loads(metrics_path.read_text()).get("history", {}).get("episode_return")
+    payload = {
+        "what": "RL-CAM output-observation agent (reimplemented from the abstract) against a "
+                "random policy and the full mask on validation images",
+        "images": f"saliency_shapes/train[{args.start}:{args.start + args.num_val}] "
+                  "(held out from training), targets = labels, 112²",
+        "rlcam_config": config.to_dict(), "agent": str(args.agent),
+        "summary": summary, "paired_agent_minus": paired,
+        "training_episode_return": curve, "environment": common.environment(),
+        "command": " ".join(sys.argv), "per_image": rows,
+    }
+    path = common.write_result(args.name, payload)
+    for n, s in summary.items():
+        print(f"{n:14s} " + " ".join(f"{f} {e['mean']:.3f}" for f, e in s.items()))
+    print(f"wrote {path}")
+    return payload
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -178,8 +275,15 @@ def main(argv=None):
     t.add_argument("--num-images", type=int, default=128)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--checkpoint-every", type=int, default=5)
-    t.add_argument("--run-dir", type=pathlib.Path, default=RUN_DIR)
-    t.add_argument("--out", type=pathlib.Path, default=AGENT_DIR,
+    t.add_argument("--observation", choices=("lookahead", "output"), default="lookahead",
+                   help="the agent's observation: the look-ahead gains (the packaged rlcam) or "
+                        "the model's output only (rlcam_output)")
+    t.add_argument("--horizon", type=int, default=None,
+                   help="episode steps T of the output variant (default 24; the look-ahead "
+                        "agent keeps its config's 12)")
+    t.add_argument("--run-dir", type=pathlib.Path, default=None,
+                   help="checkpoints (default runs/agents/<agent name>/)")
+    t.add_argument("--out", type=pathlib.Path, default=None,
                    help="where the final agent goes (default: the packaged one)")
     e = sub.add_parser("evaluate")
     e.add_argument("--num-test", type=int, default=16)
@@ -189,11 +293,19 @@ def main(argv=None):
     e.add_argument("--name", default="rlcam", help="results/<name>.json")
     e.add_argument("--agent", type=pathlib.Path, default=AGENT_DIR,
                    help="the agent folder (default: the packaged one)")
-    for p in (t, e):
+    v = sub.add_parser("validate", help="the output agent vs a random policy on held-out "
+                                         "training-split images")
+    v.add_argument("--num-val", type=int, default=64)
+    v.add_argument("--start", type=int, default=512,
+                   help="first validation index of the train split (after the training images)")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--name", default="rlcam_output_validation", help="results/<name>.json")
+    v.add_argument("--agent", type=pathlib.Path, default=OUTPUT_AGENT_DIR)
+    for p in (t, e, v):
         p.add_argument("--classifier", default=None,
                        help="resnet_small variables folder (default: the packaged one)")
     args = parser.parse_args(argv)
-    (train if args.command == "train" else evaluate)(args)
+    {"train": train, "evaluate": evaluate, "validate": validate}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """RL-CAM: environment (shapes, ΔF rewards, masking, auto-reset, look-ahead), greedy baseline,
-training, checkpoint/resume, the explainer contract and bad inputs."""
+training, checkpoint/resume, the explainer contract and bad inputs; the output-observation
+variant (observation, rewards, exact query count, jit/vmap, bad configs)."""
 
 import functools
 import itertools
@@ -528,3 +529,137 @@ def test_enumerated_masks_match_the_objective_table():
         m = np.array(bits, bool)
         keep, remove = pair(model, WHITE, black, 0, jnp.asarray(m))
         np.testing.assert_allclose([keep, remove], [g(m * 1.0), g(1.0 - m)], rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# The output observation (the abstract's): one query a step, no look-ahead
+
+OUT = dict(observation="output", num_classes=2)
+
+
+def _forced_agent(cfg, forward_bias, reverse_bias, stop_bias):
+    """An agent whose logits ignore the observation: ``bias`` decides (masked to valid)."""
+    params = rlcam.init_agent(jax.random.key(0), cfg)
+    bias = jnp.concatenate([jnp.asarray(forward_bias, jnp.float32),
+                            jnp.asarray(reverse_bias, jnp.float32),
+                            jnp.asarray([stop_bias], jnp.float32)])
+    out = params["params"]["pi_out"]
+    new = {"kernel": jnp.zeros_like(out["kernel"]), "bias": bias}
+    return {"params": {**params["params"], "pi_out": new}}
+
+
+def test_output_config_defaults_sizes_and_queries():
+    cfg = RlcamConfig(grid=K, horizon=3, **OUT)
+    assert cfg.action_order == "patch" and RlcamConfig(grid=K).action_order == "rank"
+    assert cfg.observation_size == P + 2 * 2 + 2 and cfg.num_actions == 2 * P + 1
+    assert rlcam.rlcam_num_queries(cfg) == 4  # p(b), then one per step
+
+
+def test_output_env_observation_and_rewards_hand_computed():
+    # score 0 = mean intensity of patch 5; white image, black baseline: p(b) = (0, 1), and
+    # p(x_m) = (1, 0) as soon as patch 5 is shown.
+    cfg = RlcamConfig(grid=K, horizon=3, size_penalty=0.5, **OUT)
+    params = E.make_env_params(region_model([5]), WHITE[None], np.array([0]), config=cfg,
+                               baseline=np.zeros((H, W, 3), np.float32))
+    assert isinstance(params, E.OutputEnvParams)
+    np.testing.assert_allclose(params.init_probs, [0.0, 1.0], atol=1e-6)
+    obs, state = E.output_reset(jax.random.key(0), params)
+    expected = np.concatenate([np.zeros(P), [0, 1], [1, 0], [0, 0]])
+    np.testing.assert_allclose(obs, expected, atol=1e-6)
+    step = functools.partial(E.output_step, params=params)
+    cost = 0.5 / P
+    obs, state, r, done, info = step(jax.random.key(1), state, 5)  # add patch 5
+    m = np.zeros(P)
+    m[5] = 1
+    np.testing.assert_allclose(obs, np.concatenate([m, [1, 0], [1, 0], [1, 1 / 3]]), atol=1e-6)
+    np.testing.assert_allclose([r, info["objective"]], [1 - cost, 1 - cost], atol=1e-6)
+    assert (int(info["queries"]), bool(done)) == (1, False)
+    obs, state, r, done, info = step(jax.random.key(2), state, P + 7)  # remove 7: not selected
+    np.testing.assert_allclose(r, 0.0, atol=1e-7)
+    assert int(info["queries"]) == 0 and int(state.t) == 2
+    allowed = np.asarray(E.output_action_mask(state))
+    np.testing.assert_array_equal(allowed[[5, P + 5, 7, P + 7, 2 * P]],
+                                  [False, True, True, False, True])
+    obs, state, r, done, info = step(jax.random.key(3), state, 3)  # add 3: no gain, one cost
+    np.testing.assert_allclose(r, -cost, atol=1e-6)
+    assert bool(done) and int(info["queries"]) == 1  # horizon 3: auto-reset
+    assert int(state.t) == 0 and not np.any(state.mask)
+    _, _, r, done, info = step(jax.random.key(4), state, 2 * P)  # stop: no query
+    assert bool(done) and int(info["queries"]) == 0 and float(r) == 0.0
+
+
+def _counting_model(counter):
+    def apply(region, images):
+        jax.debug.callback(lambda x: counter.append(x.shape[0]), images[:, 0, 0, 0])
+        return _region(region, images)
+
+    return jax.tree_util.Partial(apply, jnp.asarray(patch_region([5]), jnp.float32))
+
+
+@pytest.mark.parametrize("stop_at_once", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_output_query_count_is_exact(stop_at_once):
+    cfg = RlcamConfig(grid=K, horizon=5, **OUT, **LAYERS)
+    # always add the lowest-index free patch (never stop), or stop at once
+    agent = _forced_agent(cfg, -jnp.arange(P) - (100.0 if stop_at_once else 0.0),
+                          jnp.full((P,), -1e3), 0.0 if stop_at_once else -1e3)
+    counter = []
+    model_fn = _counting_model(counter)
+    r = rlcam.rlcam_explain(jax.random.key(0), model_fn, WHITE, 0, config=cfg,
+                            agent_params=agent, baseline=np.zeros((H, W, 3), np.float32))
+    jax.block_until_ready(r)
+    counter.clear()
+    r = jax.block_until_ready(rlcam.rlcam_explain(
+        jax.random.key(1), model_fn, WHITE, 0, config=cfg, agent_params=agent,
+        baseline=np.zeros((H, W, 3), np.float32)))
+    queries = 1 if stop_at_once else 1 + cfg.steps
+    assert sum(counter) == queries == int(r.num_queries)
+    assert int(r.steps) == (1 if stop_at_once else cfg.steps)
+    expected = np.zeros(P, bool)
+    if not stop_at_once:
+        expected[:cfg.steps] = True  # patches 0..4, patch 5 never shown
+    np.testing.assert_array_equal(np.asarray(r.grid_mask).ravel(), expected)
+    np.testing.assert_allclose(r.objective, -cfg.size_penalty * expected.sum() / P, atol=1e-6)
+
+
+@pytest.mark.slow  # ~10 s: compiles the episode eagerly, jitted and vmapped
+def test_output_explainer_jit_and_vmap():
+    cfg = RlcamConfig(grid=K, horizon=4, **OUT, **LAYERS)
+    model_fn = jax.tree_util.Partial(_region, jnp.asarray(patch_region([5, 6]), jnp.float32))
+    agent = rlcam.init_agent(jax.random.key(2), cfg)
+    images = jax.random.uniform(jax.random.key(3), (3, H, W, 3))
+    explain = functools.partial(rlcam.rlcam_explain, config=cfg, agent_params=agent,
+                                deterministic=False)
+    key = jax.random.key(4)
+    eager = explain(key, model_fn, images[0], 1)
+    jitted = jax.jit(explain)(key, model_fn, images[0], 1)
+    np.testing.assert_allclose(jitted.saliency, eager.saliency, rtol=1e-5, atol=1e-6)
+    assert int(jitted.num_queries) == int(eager.num_queries) <= 1 + cfg.steps
+    keys = jax.random.split(key, 3)
+    targets = jnp.array([0, 1, 0])
+    batched = jax.vmap(explain, in_axes=(0, None, 0, 0))(keys, model_fn, images, targets)
+    for i in range(3):
+        one = explain(keys[i], model_fn, images[i], targets[i])
+        np.testing.assert_allclose(batched.saliency[i], one.saliency, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(batched.grid_mask[i], one.grid_mask)
+        assert int(batched.num_queries[i]) == int(one.num_queries)
+
+
+def test_output_bad_config():
+    with pytest.raises(ValueError, match="observation"):
+        RlcamConfig(observation="pixels")
+    with pytest.raises(ValueError, match="num_classes"):
+        RlcamConfig(observation="output")
+    with pytest.raises(ValueError, match="num_classes"):
+        RlcamConfig(observation="output", num_classes=0)
+    with pytest.raises(ValueError, match="action_order"):
+        RlcamConfig(observation="output", num_classes=2, action_order="rank")
+    cfg = RlcamConfig(grid=K, horizon=2, observation="output", num_classes=3, **LAYERS)
+    model_fn = region_model([5])  # 2 classes
+    with pytest.raises(ValueError, match="num_classes"):
+        E.make_env_params(model_fn, WHITE[None], config=cfg)
+    with pytest.raises(ValueError, match="num_classes"):
+        rlcam.rlcam(jax.random.key(0), model_fn, WHITE, 0, config=cfg,
+                    agent_params=rlcam.init_agent(jax.random.key(0), cfg))
+    with pytest.raises(ValueError, match="observation"):
+        rlcam.rlcam_greedy(jax.random.key(0), model_fn, WHITE, 0,
+                           config=RlcamConfig(grid=K, horizon=2, **OUT))

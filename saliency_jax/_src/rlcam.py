@@ -31,6 +31,12 @@ Outputs of one episode (:class:`RlcamResult`):
 patch; reverse = the selected patch whose removal costs least, when that improves ``F``); stop
 when no toggle improves ``F`` or at the horizon.
 
+``RlcamConfig(observation="output")`` is the variant with the abstract's observation (the
+model's output distribution on the current masked image, the mask and the step; no look-ahead;
+:mod:`saliency_jax._src.rlcam_env`): one query for ``p(b)``, then one per toggle, at most
+``1 + T``. Its map ranks the final mask's cells above all others and, within each group, the
+cells by the change of ``p_c`` observed at their last toggle (untried cells 0), up-sampled alike.
+
 Cost per explanation (:func:`rlcam_num_queries`): ``2 + 2P`` for the empty mask's state and
 look-ahead, then ``2P`` per forward/reverse step; at most ``2 + 2P(T + 1)`` (1276 for ``k = 7``,
 ``T = 12``), fewer when the policy stops. :attr:`RlcamResult.num_queries` counts them.
@@ -92,7 +98,10 @@ class RlcamResult(NamedTuple):
 
 
 def rlcam_num_queries(config: RlcamConfig = RlcamConfig()) -> int:
-    """The most black-box queries of one explanation: ``2 + 2P(T + 1)`` (module doc)."""
+    """The most black-box queries of one explanation: ``2 + 2P(T + 1)`` with the look-ahead,
+    ``1 + T`` with ``observation="output"`` (module doc)."""
+    if config.observation == "output":
+        return 1 + config.steps
     p = config.num_patches
     return 2 + 2 * p * (config.steps + 1)
 
@@ -187,13 +196,63 @@ def _episode(key, model_fn, image, target, baseline, size_penalty, agent_params,
     )
 
 
+@functools.partial(jax.jit, static_argnames=("grid", "horizon", "layers"))
+def _episode_output(key, model_fn, image, target, baseline, size_penalty, agent_params,
+                    deterministic, *, grid, horizon, layers):
+    """One episode of the output-observation agent from the empty mask (1 query a toggle)."""
+    h, w, _ = image.shape
+    p = grid * grid
+    stop = 2 * p
+    network = networks.ActorCritic(2 * p + 1, *layers)
+    state0 = env.output_initial_state(model_fn(baseline[None])[0], p)
+
+    def _query(ops):
+        model_fn, image, baseline, mask = ops
+        return model_fn(env.kept_image(image, baseline, mask, grid=grid)[None])[0]
+
+    def _cond(carry):
+        state, stopped, _ = carry
+        return (~stopped) & (state.t < horizon)
+
+    def _body(carry):
+        state, _, queries = carry
+        obs = env.output_observation(state, target, horizon)
+        logits, _ = network.apply(agent_params, obs, env.output_action_mask(state))
+        sampled = jax.random.categorical(jax.random.fold_in(key, state.t), logits)
+        action = jnp.where(deterministic, jnp.argmax(logits), sampled).astype(jnp.int32)
+        changes, mask = env.output_toggle(state, action)
+        probs = batching.skip_cond(~changes, lambda ops: jnp.zeros_like(state.probs), _query,
+                                   (model_fn, image, baseline, mask))
+        state, _ = env.output_apply(state, action, probs, target, size_penalty)
+        return state, action == stop, queries + changes.astype(jnp.int32)
+
+    state, _, queries = jax.lax.while_loop(
+        _cond, _body, (state0, jnp.zeros((), bool), jnp.ones((), jnp.int32)))
+    grid_mask = state.mask.reshape(grid, grid)
+    # the final mask's cells above all others; inside and outside, by the p_c change observed
+    credit = jnp.where(state.mask, 2.0 + state.credit, state.credit).reshape(grid, grid)
+    return RlcamResult(
+        saliency=masks.mirror_bilinear_resize(credit, (h, w)),
+        mask=env.patch_mask(grid_mask, (h, w)),
+        grid_mask=grid_mask,
+        credit=credit,
+        objective=env.output_objective(state, target, size_penalty),
+        steps=state.t,
+        num_queries=queries,
+    )
+
+
 def _prepare(model_fn, image, target, config, baseline):
     if not isinstance(config, RlcamConfig):
         raise ValueError(f"config must be an RlcamConfig, got {type(config).__name__}")
     hw = validation.check_image(image)
     check_grid(config.grid, hw, name="grid")
     model_fn = as_pytree_fn(model_fn)
-    validation.check_target(target, validation.num_classes_of(model_fn, image))
+    num_classes = validation.num_classes_of(model_fn, image)
+    validation.check_target(target, num_classes)
+    if config.observation == "output" and config.num_classes != num_classes:
+        raise ValueError(f"config.num_classes must equal the model's classes ({num_classes}) "
+                         f"for observation='output', got {config.num_classes}")
     baseline = baselines.resolve_baseline(model_fn, image, baseline)
     static = dict(grid=config.grid, horizon=config.steps, action_order=config.action_order,
                   batch_size=min(config.batch_size, 2 * config.num_patches))
@@ -239,6 +298,9 @@ def rlcam_explain(key, model_fn: ModelFn, image, target, *, config: RlcamConfig 
     check_agent_params(agent_params, config)
     operands = sharding.replicate((key, model_fn, image, target, baseline, penalty, agent_params,
                                    jnp.asarray(deterministic, bool)))
+    if config.observation == "output":
+        return _episode_output(*operands, grid=static["grid"], horizon=static["horizon"],
+                               layers=(config.pi_layers, config.vf_layers))
     return _episode(*operands, layers=(config.pi_layers, config.vf_layers), **static)
 
 
@@ -344,6 +406,9 @@ def rlcam_greedy_explain(key, model_fn: ModelFn, image, target, *, config: Rlcam
       Learning*, CVPR 2023 Workshops (SAIAD), pp. 3861–3869.
     """
     del key
+    if isinstance(config, RlcamConfig) and config.observation != "lookahead":
+        raise ValueError("config.observation must be 'lookahead' for the greedy baseline (it "
+                         f"ranks the look-ahead's gains), got {config.observation!r}")
     model_fn, image, target, baseline, penalty, static = _prepare(model_fn, image, target,
                                                                   config, baseline)
     operands = sharding.replicate((jax.random.key(0), model_fn, image, target, baseline, penalty,
@@ -432,7 +497,10 @@ def train_rlcam(config: RlcamConfig, images, targets, model_fn, out_dir, *, key,
             f"train_config layers (pi={train_config.pi_layers}, vf={train_config.vf_layers}) must "
             f"equal config's (pi={config.pi_layers}, vf={config.vf_layers})")
     env_params = env.make_env_params(model_fn, images, targets, config=config, baseline=baseline)
-    description = {"rlcam_config": config.to_dict(), "env": env.env_description(env_params)}
+    output = config.observation == "output"
+    description = {"rlcam_config": config.to_dict(),
+                   "env": (env.output_env_description if output else env.env_description)(
+                       env_params)}
     description = json.loads(json.dumps(description))
     out_dir = pathlib.Path(out_dir).expanduser().resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -443,7 +511,7 @@ def train_rlcam(config: RlcamConfig, images, targets, model_fn, out_dir, *, key,
                          "(rlcam.json differs); use a new out_dir")
     guard.write_text(json.dumps(description, indent=2, sort_keys=True) + "\n")
     return checkpoint.train_agent(
-        train_config, env_params, out_dir, key=key, env=env.RLCAM,
+        train_config, env_params, out_dir, key=key, env=env.RLCAM_OUTPUT if output else env.RLCAM,
         checkpoint_every=checkpoint_every, progress=progress, max_chunks=max_chunks,
         meta={**description, **(meta or {})})
 

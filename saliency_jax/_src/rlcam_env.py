@@ -65,6 +65,21 @@ the removed image), batched as ``lax.map(batch_size=...)``. A fresh episode's st
 image by :func:`make_env_params` (``2 + 2P`` queries, like RExL's cached constants), so the
 auto-reset branch, evaluated at every step by the select, queries nothing.
 
+**Output observation** (``observation="output"``): what the abstract describes, the agent
+"relies solely on the probability distribution of the model's output": no look-ahead. The state
+holds the mask ``m``, the model's output ``p(x_m)`` (``f32[K]``) on the kept image
+``x_m = I⊙m + (1−m)·b`` and ``t``; the objective is ``F_out(m) = p_c(x_m) − λ·|m|/P`` (one image a
+step, so the removed image is not queried) and the reward ``ΔF_out``. Actions by position
+(``action_order="patch"``). Observation ``f32[P + 2K + 2]``::
+
+    [m (P),  p(x_m) (K),  onehot(c) (K),  p_c(x_m),  t / T]
+
+A toggle queries ``x_{m'}`` (1 query), stop and no-ops none; ``p(x_∅) = p(b)`` is the same for
+every image and cached, so an explanation costs at most ``1 + T`` queries. The state also
+records per patch the change of ``p_c`` seen at its last toggle (``credit``, 0 if never; not
+observed): it orders the saliency map inside and outside the final mask.
+:data:`RLCAM_OUTPUT` bundles this environment.
+
 Functional contract (gymnax): ``reset(key, params) -> (obs, state)``,
 ``step(key, state, action, params) -> (obs, state, reward, done, info)``; batch with
 ``jax.vmap``. :data:`RLCAM` bundles them for :func:`saliency_jax.rl.make_train`.
@@ -88,6 +103,7 @@ from saliency_jax._src.rexl_env import Environment, check_grid, patch_mask
 
 _EPS = 1e-6
 ACTION_ORDERS = ("rank", "patch")
+OBSERVATIONS = ("lookahead", "output")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +116,13 @@ class RlcamConfig:
       horizon: the most steps ``T`` of an episode; ``None`` means ``P // 2`` (at least 1).
       size_penalty: ``λ >= 0`` in ``F(m) = keep − remove − λ·|m|/P`` (traced where used).
       action_order: ``"rank"`` (actions index candidates by their gain) or ``"patch"`` (by
-        position); see the module doc.
+        position); see the module doc. ``None``: ``"rank"`` with the look-ahead, ``"patch"``
+        with ``observation="output"`` (which has no gains to rank by).
+      observation: ``"lookahead"`` (the exact gain of every action, ``2P`` queries a step) or
+        ``"output"`` (the abstract's: the model's output distribution on the current masked
+        image, the mask and the step; one query a step; *Output observation* below).
+      num_classes: ``K``, the classifier's classes: the ``"output"`` observation's size
+        depends on it (required there, unused by the look-ahead).
       batch_size: images per model call in the look-ahead (``2P`` images per step).
       pi_layers, vf_layers: the actor-critic's hidden widths.
     """
@@ -108,10 +130,12 @@ class RlcamConfig:
     grid: int = 7
     horizon: int | None = None
     size_penalty: float = 1.0
-    action_order: str = "rank"
+    action_order: str | None = None
     batch_size: int = 128
     pi_layers: tuple[int, ...] = (256, 128)
     vf_layers: tuple[int, ...] = (256, 128)
+    observation: str = "lookahead"
+    num_classes: int | None = None
 
     def __post_init__(self):
         validation.check_positive_int(self.grid, "grid")
@@ -125,9 +149,23 @@ class RlcamConfig:
         if not (math.isfinite(penalty) and penalty >= 0):
             raise ValueError(f"size_penalty must be a finite number >= 0, got {penalty!r}")
         object.__setattr__(self, "size_penalty", penalty)
+        if self.observation not in OBSERVATIONS:
+            raise ValueError(f"observation must be one of {OBSERVATIONS}, got "
+                             f"{self.observation!r}")
+        output = self.observation == "output"
+        if self.action_order is None:
+            object.__setattr__(self, "action_order", "patch" if output else "rank")
         if self.action_order not in ACTION_ORDERS:
             raise ValueError(f"action_order must be one of {ACTION_ORDERS}, got "
                              f"{self.action_order!r}")
+        if output and self.action_order != "patch":
+            raise ValueError("action_order must be 'patch' with observation='output' (no "
+                             f"look-ahead gains to rank by), got {self.action_order!r}")
+        if output:
+            if self.num_classes is None:
+                raise ValueError("num_classes (the classifier's K) is required with "
+                                 "observation='output': the observation holds K probabilities")
+            validation.check_positive_int(self.num_classes, "num_classes")
         validation.check_positive_int(self.batch_size, "batch_size")
         object.__setattr__(self, "pi_layers", tuple(int(n) for n in self.pi_layers))
         object.__setattr__(self, "vf_layers", tuple(int(n) for n in self.vf_layers))
@@ -152,6 +190,9 @@ class RlcamConfig:
 
     @property
     def observation_size(self) -> int:
+        """``5P + 3`` (look-ahead) or ``P + 2K + 2`` (output)."""
+        if self.observation == "output":
+            return self.num_patches + 2 * self.num_classes + 2
         return 5 * self.num_patches + 3
 
     def to_dict(self) -> dict:
@@ -368,8 +409,9 @@ def _precompute(model_fn, images, targets, baseline, *, grid, batch_size):
 
 
 def make_env_params(model_fn, images, targets=None, *, config: RlcamConfig = RlcamConfig(),
-                    baseline=None) -> EnvParams:
-    """Validate and build :class:`EnvParams` (``2 + 2P`` queries per image fill the caches).
+                    baseline=None) -> EnvParams | OutputEnvParams:
+    """Validate and build :class:`EnvParams` (``2 + 2P`` queries per image fill the caches), or
+    :class:`OutputEnvParams` for ``config.observation == "output"`` (one query: ``p(b)``).
 
     Args:
       model_fn: the black-box ``ModelFn`` (probabilities).
@@ -395,6 +437,15 @@ def make_env_params(model_fn, images, targets=None, *, config: RlcamConfig = Rlc
     baseline = baselines.resolve_baseline(model_fn, images[0], baseline)
     model_fn, images, targets, baseline = sharding.replicate(
         (model_fn, images, jnp.asarray(targets, jnp.int32), baseline))
+    if config.observation == "output":
+        if num_classes != config.num_classes:
+            raise ValueError(f"config.num_classes must equal the model's classes "
+                             f"({num_classes}), got {config.num_classes}")
+        targets, init_probs = _precompute_output(model_fn, images, targets, baseline)
+        return OutputEnvParams(
+            model_fn=model_fn, images=images, targets=targets, baseline=baseline,
+            size_penalty=jnp.float32(config.size_penalty), init_probs=init_probs,
+            grid=config.grid, horizon=config.steps)
     targets, keep, remove, look_keep, look_remove = _precompute(
         model_fn, images, targets, baseline, grid=config.grid, batch_size=config.batch_size)
     return EnvParams(
@@ -478,4 +529,169 @@ def env_description(params: EnvParams) -> dict:
         "num_images": int(params.images.shape[0]),
         "observation_size": 5 * params.num_patches + 3,
         "num_actions": params.num_actions,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Output observation (the abstract's): one query a step, no look-ahead (module doc)
+
+
+class OutputState(NamedTuple):
+    """One episode's state under the output observation."""
+
+    index: jax.Array  # i32[]
+    mask: jax.Array  # bool[P]
+    probs: jax.Array  # f32[K]: p(x_m)
+    credit: jax.Array  # f32[P]: p_c(with j) − p_c(without j) at j's last toggle
+    t: jax.Array  # i32[]
+
+
+@struct.dataclass
+class OutputEnvParams:
+    """What the output-observation environment reads (:func:`make_env_params`).
+
+    Attributes:
+      model_fn, images, targets, baseline, size_penalty: as :class:`EnvParams`.
+      init_probs: ``f32[K]``: ``p(b)``, the output on the empty mask (any image).
+      grid, horizon: static.
+    """
+
+    model_fn: Any
+    images: jax.Array
+    targets: jax.Array
+    baseline: jax.Array
+    size_penalty: jax.Array
+    init_probs: jax.Array
+    grid: int = struct.field(pytree_node=False, default=7)
+    horizon: int = struct.field(pytree_node=False, default=24)
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid * self.grid
+
+    @property
+    def num_actions(self) -> int:
+        return 2 * self.num_patches + 1
+
+
+@jax.jit
+def _precompute_output(model_fn, images, targets, baseline):
+    def one(args):
+        image, target = args
+        return jnp.where(target < 0, jnp.argmax(model_fn(image[None])[0]).astype(jnp.int32),
+                         target)
+
+    return jax.lax.map(one, (images, targets)), model_fn(baseline[None])[0]
+
+
+def kept_image(image, baseline, mask, *, grid: int) -> jax.Array:
+    """``x_m = I⊙m + (1−m)·b``, ``f32[h, w, 3]``."""
+    return jnp.where(pixel_mask(mask, grid, image.shape[:2])[..., None], image, baseline)
+
+
+def output_initial_state(init_probs, num_patches: int, index=0) -> OutputState:
+    """The empty mask's state (``init_probs = p(b)``: 1 query, made by the caller)."""
+    return OutputState(jnp.asarray(index, jnp.int32), jnp.zeros((num_patches,), bool),
+                       jnp.asarray(init_probs, jnp.float32),
+                       jnp.zeros((num_patches,), jnp.float32), jnp.zeros((), jnp.int32))
+
+
+def output_observation(state: OutputState, target, horizon: int) -> jax.Array:
+    """``f32[P + 2K + 2]``: ``[m, p(x_m), onehot(c), p_c(x_m), t / T]``."""
+    k = state.probs.shape[0]
+    scalars = jnp.stack([state.probs[target], state.t / jnp.float32(horizon)])
+    return jnp.concatenate([state.mask.astype(jnp.float32), state.probs,
+                            jax.nn.one_hot(target, k, dtype=jnp.float32),
+                            scalars.astype(jnp.float32)])
+
+
+def output_action_mask(state: OutputState) -> jax.Array:
+    """``bool[2P + 1]``: add an unselected patch, remove a selected one, or stop."""
+    return jnp.concatenate([~state.mask, state.mask, jnp.ones((1,), bool)])
+
+
+def output_toggle(state: OutputState, action):
+    """``(changes, mask')``: whether the patch-indexed ``action`` toggles a patch, and the mask."""
+    p = state.mask.shape[0]
+    j = action % p
+    forward = action < p
+    changes = (action != 2 * p) & (state.mask[j] != forward)
+    return changes, state.mask.at[j].set(jnp.where(changes, forward, state.mask[j]))
+
+
+def output_apply(state: OutputState, action, new_probs, target, size_penalty):
+    """The state after ``action`` given ``new_probs = p(x_{m'})`` and the reward ``ΔF_out``."""
+    p = state.mask.shape[0]
+    j = action % p
+    changes, mask = output_toggle(state, action)
+    probs = jnp.where(changes, new_probs, state.probs)
+    delta = probs[target] - state.probs[target]
+    credit = state.credit.at[j].set(
+        jnp.where(changes, jnp.where(action < p, delta, -delta), state.credit[j]))
+    before = output_objective(state, target, size_penalty)
+    new = OutputState(state.index, mask, probs, credit, state.t + 1)
+    return new, output_objective(new, target, size_penalty) - before
+
+
+def output_objective(state: OutputState, target, size_penalty) -> jax.Array:
+    """``F_out = p_c(x_m) − λ·|m|/P``."""
+    p = state.mask.shape[0]
+    return state.probs[target] - size_penalty * (jnp.sum(state.mask) / jnp.float32(p))
+
+
+def output_reset_state(key, params: OutputEnvParams) -> OutputState:
+    i = jax.random.randint(key, (), 0, params.images.shape[0])
+    return output_initial_state(params.init_probs, params.num_patches, i)
+
+
+@jax.jit
+def output_reset(key, params: OutputEnvParams):
+    """``(obs, state)`` of a new episode (no query)."""
+    state = output_reset_state(key, params)
+    return output_observation(state, params.targets[state.index], params.horizon), state
+
+
+def _output_action_mask(state: OutputState, params: OutputEnvParams) -> jax.Array:
+    return output_action_mask(state)
+
+
+@jax.jit
+def output_step(key, state: OutputState, action, params: OutputEnvParams):
+    """Take ``action`` (1 query: ``p(x_{m'})``); ``(obs, state, reward, done, info)``, auto-reset.
+
+    ``info``: ``objective`` ``F_out`` after the step, ``size``, ``index``, ``t``, ``action_mask``
+    and ``queries`` (1 for a toggle, else 0).
+    """
+    i = state.index
+    image, target = params.images[i], params.targets[i]
+    changes, mask = output_toggle(state, action)
+    new_probs = params.model_fn(kept_image(image, params.baseline, mask, grid=params.grid)[None])[0]
+    stepped, reward = output_apply(state, action, new_probs, target, params.size_penalty)
+    done = (action == 2 * params.num_patches) | (stepped.t >= params.horizon)
+    fresh = output_reset_state(key, params)
+    new_state = jax.tree.map(lambda a, b: jax.lax.select(done, a, b), fresh, stepped)
+    info = {
+        "objective": output_objective(stepped, target, params.size_penalty),
+        "size": jnp.sum(stepped.mask), "index": i, "t": stepped.t,
+        "action_mask": output_action_mask(new_state),
+        "queries": changes.astype(jnp.int32),
+    }
+    obs = output_observation(new_state, params.targets[new_state.index], params.horizon)
+    return obs, new_state, reward, done, info
+
+
+RLCAM_OUTPUT = Environment(reset=output_reset, step=output_step,
+                           action_mask=_output_action_mask, num_actions=_num_actions)
+"""RL-CAM with the output observation as an :class:`saliency_jax.rl.Environment` for PPO."""
+
+
+def output_env_description(params: OutputEnvParams) -> dict:
+    """The static settings an output-observation agent is tied to (JSON-serialisable)."""
+    p, k = params.num_patches, int(params.init_probs.shape[0])
+    return {
+        "env": "rlcam", "observation": "output", "grid": params.grid,
+        "horizon": params.horizon, "size_penalty": float(params.size_penalty),
+        "action_order": "patch", "image_hw": list(params.images.shape[1:3]),
+        "num_images": int(params.images.shape[0]), "num_classes": k,
+        "observation_size": p + 2 * k + 2, "num_actions": params.num_actions,
     }

@@ -14,8 +14,9 @@ The RL methods use the agents of :mod:`saliency_jax.app.agents` (packaged for ``
 ``rexl`` (the reference code's MDP), ``rexl_masked`` (a variant MDP: mean-colour substrate, each
 patch once) and ``rexl_insertion`` only for the classifier they were trained on (same registry
 name and variables' sha256, same image size); each row's description names its MDP; ``rlcam`` for any classifier and any image size its
-7 x 7 grid divides (its observation is made of look-ahead scores only); ``rlcam_greedy`` needs
-no agent.
+7 x 7 grid divides (its observation is made of look-ahead scores only); ``rlcam_output`` (the
+abstract's observation: the output distribution, the mask, the step) for any classifier with its
+agent's number of classes; ``rlcam_greedy`` needs no agent.
 """
 
 from __future__ import annotations
@@ -282,6 +283,39 @@ def _rlcam_greedy(ctx: ModelContext, num_masks: int | None) -> Method:
                   explain_counted=explain_counted)
 
 
+RLCAM_OUTPUT_AGENT = "rlcam_output_" + agents.DEFAULT_MODEL
+"""The packaged output-observation RL-CAM agent's folder under ``assets/agents/``."""
+
+
+def _rlcam_output(ctx: ModelContext, num_masks: int | None) -> Method:
+    """RL-CAM with the abstract's observation (the model's output distribution on the current
+    masked image, the mask and the step; one query a step): the packaged ``rlcam_output``
+    agent, for classifiers with its number of classes."""
+    from saliency_jax.app import classifiers
+
+    path = classifiers.ASSETS / "agents" / RLCAM_OUTPUT_AGENT
+    try:
+        params, config, meta = agents.rlcam_agent_for(ctx.image_hw, model=ctx.name,
+                                                      agent_dir=path)
+        model_fn = models.classifier(ctx.name, ctx.variables)
+        k = jax.eval_shape(model_fn, jnp.zeros((1, *ctx.image_hw, 3), jnp.float32)).shape[-1]
+        if k != config.num_classes:
+            raise ValueError(f"rlcam_output's agent observes {config.num_classes} class "
+                             f"probabilities; {ctx.name} has {k} classes")
+    except ValueError as err:
+        raise MethodUnavailableError(str(err)) from None
+
+    explain, explain_counted = _counted(functools.partial(
+        rlcam_explain, config=config, agent_params=params, deterministic=True))
+    return Method("rlcam_output", explain, rlcam_num_queries(config),
+                  f"RL-CAM, reimplemented from the paper's abstract, with the abstract's "
+                  f"observation: the model's output distribution on the current masked image, "
+                  f"the mask and the step, no look-ahead (learned agent, argmax actions, "
+                  f"k={config.grid}, T={config.steps}, λ={config.size_penalty:g}, one query a "
+                  f"step; trained on {meta.get('model', '?')}; it may stop early)",
+                  explain_counted=explain_counted)
+
+
 def _random(ctx: ModelContext, num_masks: int | None) -> Method:
     return Method("random", _random_map, 0, "uniform random map (sanity floor)")
 
@@ -298,6 +332,7 @@ FACTORIES: dict[str, Callable[[ModelContext, int | None], Method]] = {
     "rexl_insertion": _rexl_insertion,
     "rlcam": _rlcam,
     "rlcam_greedy": _rlcam_greedy,
+    "rlcam_output": _rlcam_output,
     "random": _random,
 }
 DEFAULT_METHODS = ("rise", "iassa", "rexl", "rexl_masked", "rlcam", "occlusion", "gradcam", "lime",
