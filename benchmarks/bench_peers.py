@@ -48,13 +48,17 @@ class Worker:
     """One library's process; ``ask`` sends a command line and returns its JSON answer."""
 
     def __init__(self, library, python, args, *, image, weights, num_masks, model="resnet50",
-                 target=281):
-        env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="3")
-        env.pop("XLA_FLAGS", None)
+                 target=281, batch_size=None, env=None, extra=()):
+        """``batch_size`` overrides ``args.batch_size`` (``0``: the library's default, ours
+        only); ``env`` adds environment variables (e.g. ``XLA_FLAGS``); ``extra`` worker flags."""
+        base = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="3")
+        base.pop("XLA_FLAGS", None)
+        env = dict(base, **(env or {}))
+        batch_size = args.batch_size if batch_size is None else batch_size
         cmd = [python, str(WORKER), "--library", library, "--model", model, "--image", image,
                "--weights", weights, "--num-masks", str(num_masks), "--grid", str(args.grid),
-               "--p-keep", str(args.p_keep), "--batch-size", str(args.batch_size),
-               "--threads", str(args.threads), "--target", str(target)]
+               "--p-keep", str(args.p_keep), "--batch-size", str(batch_size),
+               "--threads", str(args.threads), "--target", str(target), *extra]
         self.library = library
         self.stderr = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
