@@ -68,8 +68,9 @@ def _round_robin(workers, line_of, rounds, loads):
 
 def part_forward(args, image, weights, loads):
     out = {}
-    cases = {"saliency-jax (Flax, XLA:CPU)": ("saliency-jax", sys.executable, {}),
-             "torchvision (PyTorch, oneDNN)": ("reference", args.peers_python, {})}
+    bare = dict(extra=("--no-warmup",))
+    cases = {"saliency-jax (Flax, XLA:CPU)": ("saliency-jax", sys.executable, bare),
+             "torchvision (PyTorch, oneDNN)": ("reference", args.peers_python, bare)}
     workers = _start(cases, args, image, weights)
     try:
         for b in args.forward_batches:
@@ -151,7 +152,7 @@ def table_section(lines: list[str]) -> None:
     lines += ["## Why some peers were faster: a CPU profile of our RISE (`bench_rise_batch.py`)",
               "", f"{d['model']}; {d['image']}; N = {d['num_masks']}, grid {d['grid']}, "
               f"p = {d['p_keep']}; each case in its own process, warm-up apart, "
-              f"{d['rounds']} rounds interleaved round-robin; median (range).", ""]
+              "rounds interleaved round-robin; median (range).", ""]
     if "forward" in d["parts"]:
         f = d["parts"]["forward"]
         lines += ["Bare forward, same weights, same batch of images (ms per image):", "",
@@ -180,9 +181,13 @@ def table_section(lines: list[str]) -> None:
                          f"{r['peak_rss_mb']:.0f} | {r['max_abs_diff_vs_first']:.1e} "
                          f"(map max {r['map_max']:.1e}) |")
         lines.append("")
-    lines += [f"Measured on {env['device_kind']} ({env['cpu_count']} cores), load average "
-              f"(1 min) per round {[round(x[0], 1) for x in d['load_average_per_round']]}. "
-              f"Command: `{d['command']}`.", ""]
+    lines.append(f"Measured on {env['device_kind']} ({env['cpu_count']} cores).")
+    for part, meta in d.get("runs", {}).items():
+        lines.append(f"`{part}`: {meta['rounds']} rounds, finished {meta['finished_utc']} UTC, "
+                     f"load average (1 min) per round "
+                     f"{[round(x[0], 1) for x in meta['load_average_per_round']] or meta.get('load_note')}; "
+                     f"command `{meta['command']}`.")
+    lines.append("")
 
 
 def main():
@@ -205,17 +210,28 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--photo", default="chelsea")
     parser.add_argument("--out-name", default="peers_rise_batch")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other parts of an existing results JSON")
     args = parser.parse_args()
     args.batch_size = 50  # Worker's default chunk; every case here sets its own
     import common
 
     t0 = time.perf_counter()
     loads: list = []
-    parts = {}
+    parts, runs_meta = {}, {}
+    path = common.RESULTS / f"{args.out_name}.json"
+    if args.merge and path.exists():  # keep the parts measured by an earlier command
+        old = json.loads(path.read_text())
+        parts, runs_meta = old["parts"], old.get("runs", {})
     with tempfile.TemporaryDirectory() as tmp:
         image, weights = prepare_inputs(args, Path(tmp), "resnet50")
         for part in args.parts:
+            loads = []
             parts[part] = globals()[f"part_{part}"](args, image, weights, loads)
+            runs_meta[part] = dict(command="python " + " ".join(sys.argv), rounds=args.rounds,
+                                   load_average_per_round=loads,
+                                   finished_utc=time.strftime("%Y-%m-%d %H:%M:%S",
+                                                              time.gmtime()))
             print(part, json.dumps(parts[part], default=str)[:2000], flush=True)
     result = dict(
         what="profile of RISE on this CPU: bare forward ours vs torch, our RISE by chunk size "
@@ -225,7 +241,8 @@ def main():
         image=f"skimage.data.{args.photo}() bicubic to {args.size}x{args.size}",
         num_masks=args.num_masks, grid=args.grid, p_keep=args.p_keep, rounds=args.rounds,
         forward_batches=args.forward_batches, forward_reps=args.forward_reps,
-        flag_batch=args.flag_batch, parts=parts, load_average_per_round=loads,
+        flag_batch=args.flag_batch, parts=parts, runs=runs_meta,
+        load_average_per_round=[x for r in runs_meta.values() for x in r["load_average_per_round"]],
         environment=common.environment(), command="python " + " ".join(sys.argv),
         wall_s=time.perf_counter() - t0)
     print(common.write_result(args.out_name, result))
