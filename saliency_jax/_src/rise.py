@@ -62,9 +62,10 @@ class RiseConfig:
         summation order (mask ``i`` comes from ``fold_in(key, i)``).
 
     The defaults are the paper's for ResNet50 (P-RISE §4.2: ``N = 8000``, ``s = 7``,
-    ``p = 0.5``; ``N = 4000`` for VGG16). On a CPU a small chunk is faster: ResNet50 224²,
-    N = 200, 2 cores, batch 10 took 0.XX× the time of batch 100 with the same map
-    (``benchmarks/results/peers_rise_batch.json``). The reference notebooks use other settings (METHODS §1.3):
+    ``p = 0.5``; ``N = 4000`` for VGG16). On a CPU a small chunk is faster and smaller:
+    ResNet50 224², N = 200, 2 cores, batch 10 took 0.71× the time of batch 100 and a third of
+    the peak memory, the same map to float rounding (``benchmarks/bench_rise_batch.py``,
+    ``results/peers_rise_batch.json``). The reference notebooks use other settings (METHODS §1.3):
     ``Saliency.ipynb`` N=6000, s=8, p=0.1; ``Evaluation.ipynb`` N=5000, s=10, p=0.1;
     ``Easy_start.ipynb`` N=2000, s=8, p=0.5.
     """
@@ -98,7 +99,7 @@ class RiseConfig:
         return CPU_BATCH_SIZE if platform == "cpu" else ACCELERATOR_BATCH_SIZE
 
 
-CPU_BATCH_SIZE = 10  # measured: benchmarks/bench_rise_batch.py
+CPU_BATCH_SIZE = 10  # measured against 100: benchmarks/results/peers_rise_batch.json
 ACCELERATOR_BATCH_SIZE = 100  # the reference code's gpu_batch
 
 
