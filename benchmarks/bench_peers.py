@@ -48,13 +48,17 @@ class Worker:
     """One library's process; ``ask`` sends a command line and returns its JSON answer."""
 
     def __init__(self, library, python, args, *, image, weights, num_masks, model="resnet50",
-                 target=281):
-        env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="3")
-        env.pop("XLA_FLAGS", None)
+                 target=281, batch_size=None, env=None, extra=()):
+        """``batch_size`` overrides ``args.batch_size`` (``0``: the library's default, ours
+        only); ``env`` adds environment variables (e.g. ``XLA_FLAGS``); ``extra`` worker flags."""
+        base = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="3")
+        base.pop("XLA_FLAGS", None)
+        env = dict(base, **(env or {}))
+        batch_size = args.batch_size if batch_size is None else batch_size
         cmd = [python, str(WORKER), "--library", library, "--model", model, "--image", image,
                "--weights", weights, "--num-masks", str(num_masks), "--grid", str(args.grid),
-               "--p-keep", str(args.p_keep), "--batch-size", str(args.batch_size),
-               "--threads", str(args.threads), "--target", str(target)]
+               "--p-keep", str(args.p_keep), "--batch-size", str(batch_size),
+               "--threads", str(args.threads), "--target", str(target), *extra]
         self.library = library
         self.stderr = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -110,7 +114,9 @@ def prepare_inputs(args, workdir: Path, model: str) -> tuple[str, str]:
 def start(libraries, args, **kwargs):
     workers, failed = {}, {}
     for lib in libraries:
-        workers[lib] = Worker(lib, _python_for(lib, args), args, **kwargs)
+        ours_default = lib == "saliency-jax" and getattr(args, "ours_default_batch", False)
+        workers[lib] = Worker(lib, _python_for(lib, args), args,
+                              **(dict(kwargs, batch_size=0) if ours_default else kwargs))
     for lib in list(workers):
         try:
             workers[lib].wait_ready()
@@ -164,6 +170,9 @@ def timing(args, image, weights):
         image=f"skimage.data.{args.photo}() bicubic to {args.size}x{args.size}",
         num_masks=args.num_masks, grid=args.grid, p_keep=args.p_keep,
         batch_size=args.batch_size, threads=args.threads, rounds=args.rounds,
+        ours_batch_size=("RiseConfig default (batch_size=None -> "
+                         f"{_ours_default_batch()} on this CPU)") if args.ours_default_batch
+        else args.batch_size,
         results=results, failed=failed, load_average_per_round=loads,
         environment=common.environment(), command="python " + " ".join(sys.argv))
 
@@ -207,6 +216,13 @@ def check_maps(args, image, weights):
         environment=common.environment(), command="python " + " ".join(sys.argv))
 
 
+def _ours_default_batch():
+    sys.path.insert(0, str(HERE.parent))
+    from saliency_jax._src.rise import RiseConfig
+
+    return RiseConfig().resolved_batch_size("cpu")
+
+
 def table_section(lines: list[str]) -> None:
     """Append the markdown sections for ``results/peers.json`` and ``peers_maps.json``."""
     path = HERE / "results" / "peers.json"
@@ -215,7 +231,8 @@ def table_section(lines: list[str]) -> None:
         env = d["environment"]
         lines += ["## RISE against the peer libraries (`bench_peers.py`)", "",
                   f"{d['model']}; {d['image']}; N = {d['num_masks']}, grid {d['grid']}, "
-                  f"p = {d['p_keep']}, batch {d['batch_size']}, {d['threads']} threads; each "
+                  f"p = {d['p_keep']}, batch {d['batch_size']} (ours: "
+                  f"{d.get('ours_batch_size', d['batch_size'])}), {d['threads']} threads; each "
                   f"library in its own process, warm-up apart, {d['rounds']} timed runs "
                   "interleaved round-robin. Seconds per explanation, median (range); "
                   "peer ÷ ours > 1 means the peer is slower.", "",
@@ -267,6 +284,9 @@ def main():
     parser.add_argument("--memory-masks", type=int, nargs="*", default=[],
                         help="also the peak RSS of a fresh process at each of these N")
     parser.add_argument("--check-maps", action="store_true")
+    parser.add_argument("--ours-default-batch", action="store_true",
+                        help="ours with RiseConfig's default batch_size (None: backend-aware) "
+                             "instead of --batch-size")
     parser.add_argument("--out-name", default=None)
     args = parser.parse_args()
     if "saliency-jax" not in args.libraries:

@@ -6,6 +6,8 @@
 Prints one JSON line when ready (setup and warm-up done, warm-up timed apart), then answers each
 stdin line: ``run SEED`` -> ``{"s": wall seconds, "cpu_s": process CPU seconds}`` of one
 explanation; ``map SEED PATH`` -> saves the map ``f32[h, w]`` to ``PATH`` (``.npy``);
+``forward B REPS`` -> ``{"s": [...], "cpu_s": [...]}``, the bare model's forward on a batch of
+``B`` images, ``REPS`` timed calls after one untimed (``saliency-jax`` and the torch libraries);
 ``rss`` -> ``{"peak_rss_mb": ...}``; ``quit``. Libraries: ``saliency-jax`` (run under the
 library's venv), and under a peers venv ``reference`` (our PyTorch port of eclique/RISE's
 algorithm: the authors' code is not a package), ``torchray``, ``captum-rise``, ``xaitk``,
@@ -39,6 +41,8 @@ def _peak_rss_mb() -> float:
 
 
 # ----------------------------------------------------------------------------------- torch side
+
+FORWARD = []  # the bare model's forward, ``forward(batch)``, where the library has one
 
 
 def torch_model(name, weights_path=None):
@@ -87,6 +91,12 @@ def torch_explainer(args, image):
     lib, n, s, p, b, t = args.library, args.num_masks, args.grid, args.p_keep, args.batch_size, \
         args.target
 
+    def forward(batch):
+        stack = x.repeat(batch, 1, 1, 1)
+        with torch.no_grad():
+            return model(stack).numpy()
+
+    FORWARD.append(forward)
     if lib == "reference":
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from rise_torch_reference import generate_masks, rise_forward
@@ -196,9 +206,15 @@ def jax_explainer(args, image):
     state = dict(np.load(args.weights))
     variables = models.convert_state_dict(args.model, state)
     model_fn = sj.classifier(args.model, variables)
-    config = sj.RiseConfig(num_masks=args.num_masks, grid=args.grid, p_keep=args.p_keep,
-                           batch_size=args.batch_size)
+    chunk = {} if args.batch_size == 0 else dict(batch_size=args.batch_size)  # 0: our default
+    config = sj.RiseConfig(num_masks=args.num_masks, grid=args.grid, p_keep=args.p_keep, **chunk)
     image = jax.numpy.asarray(image)
+    apply = jax.jit(lambda f, x: f(x))
+
+    def forward(batch):
+        return np.asarray(apply(model_fn, jax.numpy.broadcast_to(image, (batch, *image.shape))))
+
+    FORWARD.append(forward)
 
     def explain(seed):
         return np.asarray(sj.rise(jax.random.key(seed), model_fn, image, args.target,
@@ -218,6 +234,8 @@ def main():
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--target", type=int, default=0)
+    parser.add_argument("--no-warmup", action="store_true",
+                        help="skip the warm-up explanation (for forward-only profiling)")
     args = parser.parse_args()
     if args.library == "export":
         return export(args)
@@ -234,7 +252,8 @@ def main():
         explain = torch_explainer(args, image)
     setup_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    explain(10_000)  # warm-up: compile / allocator / primitive caches, timed apart
+    if not args.no_warmup:
+        explain(10_000)  # warm-up: compile / allocator / primitive caches, timed apart
     versions = {}
     from importlib import metadata
 
@@ -257,6 +276,16 @@ def main():
         elif cmd == "map":
             np.save(rest[1], np.asarray(explain(int(rest[0])), np.float32))
             print(json.dumps({"saved": rest[1]}), flush=True)
+        elif cmd == "forward":
+            batch, reps = int(rest[0]), int(rest[1])
+            FORWARD[0](batch)  # compile / primitive caches for this batch size
+            s, cpu = [], []
+            for _ in range(reps):
+                c0, t0 = time.process_time(), time.perf_counter()
+                FORWARD[0](batch)
+                s.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
+            print(json.dumps({"s": s, "cpu_s": cpu}), flush=True)
         elif cmd == "rss":
             print(json.dumps({"peak_rss_mb": _peak_rss_mb()}), flush=True)
         elif cmd == "quit":

@@ -166,6 +166,26 @@ def test_map_does_not_depend_on_batch_size_even_when_it_does_not_divide_n(key, p
         np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-7)
 
 
+def test_default_batch_size_is_backend_aware_and_the_map_is_the_same(key, problem):
+    from saliency_jax._src import rise as rise_module
+
+    assert RiseConfig().batch_size is None
+    assert RiseConfig().resolved_batch_size("cpu") == rise_module.CPU_BATCH_SIZE
+    assert RiseConfig().resolved_batch_size("gpu") == rise_module.ACCELERATOR_BATCH_SIZE == 100
+    assert RiseConfig().resolved_batch_size("tpu") == 100
+    assert RiseConfig(batch_size=7).resolved_batch_size("gpu") == 7  # explicit wins
+    assert RiseConfig().resolved_batch_size() == (
+        rise_module.CPU_BATCH_SIZE if jax.devices()[0].platform == "cpu" else 100)
+    image, weights = problem
+    model_fn = _softmax_linear(weights)
+    cfg = dataclasses.replace(CFG, num_masks=50, batch_size=None)
+    mask_set = masks.generate_rise_masks(key, 50, grid=cfg.grid, p_keep=cfg.p_keep,
+                                         image_hw=(16, 16))
+    expected = np.asarray(rise_from_masks(model_fn, image, mask_set, p_keep=cfg.p_keep))[2]
+    got = rise(key, model_fn, image, 2, config=cfg)
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-7)
+
+
 _MULTI_DEVICE_SCRIPT = textwrap.dedent(
     """
     import os, sys
@@ -231,6 +251,7 @@ def test_one_and_four_devices_give_the_same_maps(tmp_path, problem):
         (dict(grid=0), "grid"),
         (dict(grid=(2, 3, 4)), "grid"),
         (dict(batch_size=0), "batch_size"),
+        (dict(batch_size=2.5), "batch_size"),
     ],
 )
 def test_config_rejects_bad_settings(kwargs, match):

@@ -56,10 +56,16 @@ class RiseConfig:
       grid: ``s`` or ``(s_h, s_w)``, grid cells per axis; at most the image size.
       p_keep: probability ``p`` that a grid cell is kept, in (0, 1].
       batch_size: masks per model call (the chunk); ``N`` need not be a multiple of it.
+        ``None`` (default): :meth:`resolved_batch_size` of the devices RISE runs on,
+        ``CPU_BATCH_SIZE`` on a CPU, ``ACCELERATOR_BATCH_SIZE`` (the reference code's
+        ``gpu_batch=100``) on a GPU or TPU. The map does not depend on it beyond float
+        summation order (mask ``i`` comes from ``fold_in(key, i)``).
 
     The defaults are the paper's for ResNet50 (P-RISE §4.2: ``N = 8000``, ``s = 7``,
-    ``p = 0.5``; ``N = 4000`` for VGG16) with the reference code's default batch of 100
-    (``gpu_batch=100``). The reference notebooks use other settings (METHODS §1.3):
+    ``p = 0.5``; ``N = 4000`` for VGG16). On a CPU a small chunk is faster and smaller:
+    ResNet50 224², N = 200, 2 cores, batch 10 took 0.71× the time of batch 100 and a third of
+    the peak memory, the same map to float rounding (``benchmarks/bench_rise_batch.py``,
+    ``results/peers_rise_batch.json``). The reference notebooks use other settings (METHODS §1.3):
     ``Saliency.ipynb`` N=6000, s=8, p=0.1; ``Evaluation.ipynb`` N=5000, s=10, p=0.1;
     ``Easy_start.ipynb`` N=2000, s=8, p=0.5.
     """
@@ -67,11 +73,12 @@ class RiseConfig:
     num_masks: int = 8000
     grid: int | tuple[int, int] = 7
     p_keep: float = 0.5
-    batch_size: int = 100
+    batch_size: int | None = None
 
     def __post_init__(self):
         validation.check_positive_int(self.num_masks, "num_masks")
-        validation.check_positive_int(self.batch_size, "batch_size")
+        if self.batch_size is not None:
+            validation.check_positive_int(self.batch_size, "batch_size")
         s_h, s_w = masks.grid_pair(self.grid, "grid")
         object.__setattr__(self, "grid", s_h if s_h == s_w else (s_h, s_w))
         try:
@@ -80,6 +87,20 @@ class RiseConfig:
             raise ValueError(f"p_keep must be a number in (0, 1], got {self.p_keep!r}") from None
         validation.check_probability(p_keep, "p_keep")
         object.__setattr__(self, "p_keep", p_keep)
+
+    def resolved_batch_size(self, platform: str | None = None) -> int:
+        """The chunk size used: ``batch_size``, or for ``None`` the default of ``platform``
+        (``"cpu"``, ``"gpu"``, ``"tpu"``, ...; default: the platform of the devices RISE
+        runs on, :func:`saliency_jax.sharding.use_devices` or ``jax.devices()``)."""
+        if self.batch_size is not None:
+            return self.batch_size
+        if platform is None:
+            platform = sharding._devices(None)[0].platform
+        return CPU_BATCH_SIZE if platform == "cpu" else ACCELERATOR_BATCH_SIZE
+
+
+CPU_BATCH_SIZE = 10  # measured against 100: benchmarks/results/peers_rise_batch.json
+ACCELERATOR_BATCH_SIZE = 100  # the reference code's gpu_batch
 
 
 DEFAULT_CONFIG = RiseConfig()
@@ -215,7 +236,7 @@ def _prepare(model_fn, image, config, baseline):
     num_classes = validation.num_classes_of(model_fn, image)
     baseline = baselines.resolve_baseline(model_fn, image, baseline)
     static = dict(num_masks=config.num_masks, grid=grid,
-                  batch_size=min(config.batch_size, config.num_masks))
+                  batch_size=min(config.resolved_batch_size(), config.num_masks))
     return jnp.asarray(image, jnp.float32), baseline, num_classes, static
 
 
