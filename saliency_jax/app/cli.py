@@ -341,7 +341,7 @@ def _rise_with_progress(method, bar):
 
     if method.name != "rise" or "progress" not in inspect.signature(rise).parameters:
         return None
-    config = RiseConfig(num_masks=method.queries, grid=7, p_keep=0.5, batch_size=100)
+    config = RiseConfig(num_masks=method.queries, grid=7, p_keep=0.5)
     if method.description != f"RISE, N={config.num_masks}, s={config.grid}, p={config.p_keep}":
         return None  # the registry's RISE settings changed: use its explain as it is
 

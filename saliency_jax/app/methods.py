@@ -81,8 +81,7 @@ def _rise(ctx: ModelContext, num_masks: int | None) -> Method:
                                   or num_masks < 1):
         raise ValueError(f"num_masks must be None (default 4000) or an integer >= 1, "
                          f"got {num_masks!r}")
-    config = RiseConfig(num_masks=4000 if num_masks is None else num_masks, grid=7, p_keep=0.5,
-                        batch_size=100)
+    config = RiseConfig(num_masks=4000 if num_masks is None else num_masks, grid=7, p_keep=0.5)
 
     def explain(key, model_fn, image, target):
         return rise(key, model_fn, image, target, config=config)
