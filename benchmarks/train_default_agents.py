@@ -89,6 +89,9 @@ def main(argv=None):
                         help="classifier variables folder (default: the packaged one)")
     parser.add_argument("--run-root", type=pathlib.Path, default=REPO / "runs" / "agents")
     parser.add_argument("--out-root", type=pathlib.Path, default=AGENTS)
+    parser.add_argument("--stop-now", action="store_true",
+                        help="train no further: package the run's latest checkpoint as the agent "
+                        "(a time-boxed run; metrics.json records the updates done)")
     args = parser.parse_args(argv)
     modes = ("deletion", "insertion") if args.mode == "both" else (args.mode,)
     for mode in modes:
@@ -98,6 +101,7 @@ def main(argv=None):
               substrate=args.substrate, mask_visited=args.mask_visited,
               classifier=args.classifier, model=args.model, name=args.name,
               init_agent=args.init_agent,
+              max_chunks=0 if args.stop_now else None, stop_early=args.stop_now,
               run_root=args.run_root,
               out_root=args.out_root)
 
