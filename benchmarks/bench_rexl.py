@@ -4,8 +4,12 @@ The black box is the packaged ``resnet_small`` (112 x 112, synthetic shapes). Th
 the packaged agents as the main job builds them (:func:`saliency_jax.app.methods.rexl_method`:
 one fused network pass per step, min-max normalisation), each labelled by its MDP:
 
-* ``rexl``: the reference code's MDP (``U[-0.5, 0.5)`` noise substrate, revisits allowed),
-  sampled actions as the code's ``predict``; ``rexl_argmax``: the same agent, argmax actions;
+* ``rexl``: the packaged agent as the main job runs it: the reference code's MDP
+  (``U[-0.5, 0.5)`` noise substrate, revisits allowed), sampled actions as the code's
+  ``predict``, and the inference settings of its ``agent.json`` (``inference``: the first-step
+  policy term, ``RexlConfig.policy_weight``, chosen on the validation split);
+* ``rexl_trajectory``: the same agent and actions, the code's trajectory map alone (weight 0);
+  ``rexl_argmax``: the same with argmax actions;
 * ``rexl_masked``: the variant MDP (mean-colour substrate, each patch once), argmax actions;
 * ``rexl_insertion``: the insertion agent (variant MDP), argmax actions;
 * ``--agent NAME=DIR``: a candidate agent folder (not packaged), e.g. a training run's.
@@ -79,15 +83,54 @@ def _ratio_ci(a, b, draws: int = 2000) -> dict:
             "ci95": [float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))]}
 
 
+def rexl_row(ctx, name: str, *, variant: str = "rexl", agent_dir=None,
+             deterministic: bool | None = None, policy_weight: float | None = None):
+    """:func:`methods.rexl_method` with the policy term's weight set here (``None``: the agent's
+    ``agent.json``, as the main job runs it) and named in the description when it is > 0."""
+    import dataclasses
+
+    from saliency_jax._src.rexl import rexl
+
+    mode = "insertion" if variant == "rexl_insertion" else "deletion"
+    base = methods.rexl_method(ctx, mode=mode, variant=variant, agent_dir=agent_dir,
+                               deterministic=deterministic, name=name)
+    params, config, features, _ = agents.rexl_agent_for(
+        ctx.name, ctx.variables, ctx.image_hw, mode=mode,
+        agent_dir=agent_dir or agents.packaged_agent_dir(variant, ctx.name))
+    if policy_weight is not None:
+        config = dataclasses.replace(config, policy_weight=policy_weight)
+    _, _, fused = agents.black_box(ctx.variables, config.stage, model=ctx.name,
+                                   image_size=ctx.image_hw[0])
+    actions = deterministic if deterministic is not None else config.mask_visited
+
+    def explain(key, model_fn, image, target):
+        return rexl(key, model_fn, image, target, config=config, agent_params=params,
+                    features_fn=features, fused_fn=fused, deterministic=actions)
+
+    description = base.description
+    if config.policy_weight:
+        description += f"; + first-step policy, weight {config.policy_weight:g}"
+    return methods.Method(name, explain, base.queries, description)
+
+
+_ROWS = {  # name: (variant, deterministic, policy_weight); None = the agent's own setting
+    "rexl": ("rexl", None, None),
+    "rexl_trajectory": ("rexl", None, 0.0),
+    "rexl_argmax": ("rexl", True, 0.0),
+    "rexl_masked": ("rexl_masked", None, None),
+    "rexl_masked_sampled": ("rexl_masked", False, None),
+    "rexl_insertion": ("rexl_insertion", None, None),
+}
+
+
 def build(args, ctx) -> list[methods.Method]:
     rows = []
     for name in args.methods.split(","):
         try:
-            if name == "rexl_argmax":
-                rows.append(methods.rexl_method(ctx, deterministic=True, name=name))
-            elif name == "rexl_masked_sampled":
-                rows.append(methods.rexl_method(ctx, variant="rexl_masked", deterministic=False,
-                                                name=name))
+            if name in _ROWS:
+                variant, deterministic, weight = _ROWS[name]
+                rows.append(rexl_row(ctx, name, variant=variant, deterministic=deterministic,
+                                     policy_weight=weight))
             else:
                 rows.append(methods.build_methods([name], ctx)[0])
         except methods.MethodUnavailableError as err:
@@ -95,7 +138,8 @@ def build(args, ctx) -> list[methods.Method]:
     for spec in args.agent:
         name, path = spec.split("=", 1)
         mode = json.loads((pathlib.Path(path) / "agent.json").read_text())["env"]["mode"]
-        rows.append(methods.rexl_method(ctx, mode=mode, agent_dir=path, name=name))
+        rows.append(rexl_row(ctx, name, agent_dir=path,
+                             variant="rexl_insertion" if mode == "insertion" else "rexl"))
         if not rows[-1].description.startswith("RExL"):
             raise RuntimeError(name)
     if not args.no_rise:
