@@ -116,6 +116,7 @@ def rexl_row(ctx, name: str, *, variant: str = "rexl", agent_dir=None,
 _ROWS = {  # name: (variant, deterministic, policy_weight); None = the agent's own setting
     "rexl": ("rexl", None, None),
     "rexl_trajectory": ("rexl", None, 0.0),
+    "rexl_w1": ("rexl", None, 1.0),
     "rexl_argmax": ("rexl", True, 0.0),
     "rexl_masked": ("rexl_masked", None, None),
     "rexl_masked_sampled": ("rexl_masked", False, None),
