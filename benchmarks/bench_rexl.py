@@ -288,15 +288,22 @@ def table_section(lines: list[str]) -> None:
     if "target" not in d:  # the format before issue 18
         return
     lines += ["## RExL vs RISE (`bench_rexl.py`)", "",
-              f"{d['model']}, {d['num_images']} {d['split']} images, {d['image_size']}², step "
+              f"{d['model']}, {d['num_images']} {d['split']} images"
+              + (f" (of {d['num_images_planned']} planned: a partial run, resumable)"
+                 if d.get("num_images_planned", d["num_images"]) > d["num_images"] else "")
+              + f", {d['image_size']}², step "
               f"{d['step']} px. Means with 95 % intervals (AUCs: ±1.96 s.e.; ratios to RISE: "
               "paired bootstrap). Target (issue 18): deletion ≤ 1.05× RISE, insertion ≥ 0.95× "
               "RISE at ≤ 1/50 of its queries. Each RExL row names its MDP: the *reference* "
-              "MDP is the released code's (noise substrate, revisits allowed).", "",
+              "MDP is the released code's (noise substrate, revisits allowed); the first-step policy "
+              "term (`RexlConfig.policy_weight`, no extra query) was chosen on the validation "
+              "split (`results/rexl_select_inference_validation.json`).", "",
               "| method | what | queries | deletion ↓ | insertion ↑ | del. ÷ RISE | "
               "ins. ÷ RISE | target | s / image |", "|---|---|---|---|---|---|---|---|---|"]
     for r in d["results"]:
         what = r["description"].split(";")[0].replace("RExL (", "")
+        if "first-step policy" in r["description"]:
+            what += " + first-step policy ×" + r["description"].rsplit("weight ", 1)[-1]
         del_r = _fmt(r["deletion_vs_rise"], 2) if "deletion_vs_rise" in r else ""
         ins_r = _fmt(r["insertion_vs_rise"], 2) if "insertion_vs_rise" in r else ""
         meets = {True: "met", False: "not met"}.get(r.get("meets_target"), "")
