@@ -4,8 +4,12 @@ The black box is the packaged ``resnet_small`` (112 x 112, synthetic shapes). Th
 the packaged agents as the main job builds them (:func:`saliency_jax.app.methods.rexl_method`:
 one fused network pass per step, min-max normalisation), each labelled by its MDP:
 
-* ``rexl``: the reference code's MDP (``U[-0.5, 0.5)`` noise substrate, revisits allowed),
-  sampled actions as the code's ``predict``; ``rexl_argmax``: the same agent, argmax actions;
+* ``rexl``: the packaged agent as the main job runs it: the reference code's MDP
+  (``U[-0.5, 0.5)`` noise substrate, revisits allowed), sampled actions as the code's
+  ``predict``, and the inference settings of its ``agent.json`` (``inference``: the first-step
+  policy term, ``RexlConfig.policy_weight``, chosen on the validation split);
+* ``rexl_trajectory``: the same agent and actions, the code's trajectory map alone (weight 0);
+  ``rexl_argmax``: the same with argmax actions;
 * ``rexl_masked``: the variant MDP (mean-colour substrate, each patch once), argmax actions;
 * ``rexl_insertion``: the insertion agent (variant MDP), argmax actions;
 * ``--agent NAME=DIR``: a candidate agent folder (not packaged), e.g. a training run's.
@@ -19,6 +23,12 @@ Intervals: each AUC's mean ± 1.96 standard errors over images; each ratio to RI
 means) with a paired bootstrap 95 % interval (images resampled, 2000 draws, seed 0). Time: the
 methods are called interleaved, image by image, after one compiling call each; median seconds
 per image, and its ratio to RISE's.
+
+Resumable: every (image, method) result is appended to
+``results/rexl_rows_<model>_<split>_seed<seed>.jsonl`` and reused by a later run with the same
+model, split, seed and method description (so RISE's rows serve every later RExL variant; the
+summary JSON is rewritten every ``--write-every`` images). ``--model vgg_small`` uses that
+classifier's packaged agents (variants without one are skipped).
 
 Held-out use: ``--split validation`` (a split no agent was trained or reported on) is where
 candidate agents are compared before one is packaged; the reported table uses ``--split test``.
@@ -73,15 +83,55 @@ def _ratio_ci(a, b, draws: int = 2000) -> dict:
             "ci95": [float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))]}
 
 
+def rexl_row(ctx, name: str, *, variant: str = "rexl", agent_dir=None,
+             deterministic: bool | None = None, policy_weight: float | None = None):
+    """:func:`methods.rexl_method` with the policy term's weight set here (``None``: the agent's
+    ``agent.json``, as the main job runs it) and named in the description when it is > 0."""
+    import dataclasses
+
+    from saliency_jax._src.rexl import rexl
+
+    mode = "insertion" if variant == "rexl_insertion" else "deletion"
+    base = methods.rexl_method(ctx, mode=mode, variant=variant, agent_dir=agent_dir,
+                               deterministic=deterministic, name=name)
+    params, config, features, _ = agents.rexl_agent_for(
+        ctx.name, ctx.variables, ctx.image_hw, mode=mode,
+        agent_dir=agent_dir or agents.packaged_agent_dir(variant, ctx.name))
+    if policy_weight is not None:
+        config = dataclasses.replace(config, policy_weight=policy_weight)
+    _, _, fused = agents.black_box(ctx.variables, config.stage, model=ctx.name,
+                                   image_size=ctx.image_hw[0])
+    actions = deterministic if deterministic is not None else config.mask_visited
+
+    def explain(key, model_fn, image, target):
+        return rexl(key, model_fn, image, target, config=config, agent_params=params,
+                    features_fn=features, fused_fn=fused, deterministic=actions)
+
+    description = base.description
+    if config.policy_weight:
+        description += f"; + first-step policy, weight {config.policy_weight:g}"
+    return methods.Method(name, explain, base.queries, description)
+
+
+_ROWS = {  # name: (variant, deterministic, policy_weight); None = the agent's own setting
+    "rexl": ("rexl", None, None),
+    "rexl_trajectory": ("rexl", None, 0.0),
+    "rexl_w1": ("rexl", None, 1.0),
+    "rexl_argmax": ("rexl", True, 0.0),
+    "rexl_masked": ("rexl_masked", None, None),
+    "rexl_masked_sampled": ("rexl_masked", False, None),
+    "rexl_insertion": ("rexl_insertion", None, None),
+}
+
+
 def build(args, ctx) -> list[methods.Method]:
     rows = []
     for name in args.methods.split(","):
         try:
-            if name == "rexl_argmax":
-                rows.append(methods.rexl_method(ctx, deterministic=True, name=name))
-            elif name == "rexl_masked_sampled":
-                rows.append(methods.rexl_method(ctx, variant="rexl_masked", deterministic=False,
-                                                name=name))
+            if name in _ROWS:
+                variant, deterministic, weight = _ROWS[name]
+                rows.append(rexl_row(ctx, name, variant=variant, deterministic=deterministic,
+                                     policy_weight=weight))
             else:
                 rows.append(methods.build_methods([name], ctx)[0])
         except methods.MethodUnavailableError as err:
@@ -89,7 +139,8 @@ def build(args, ctx) -> list[methods.Method]:
     for spec in args.agent:
         name, path = spec.split("=", 1)
         mode = json.loads((pathlib.Path(path) / "agent.json").read_text())["env"]["mode"]
-        rows.append(methods.rexl_method(ctx, mode=mode, agent_dir=path, name=name))
+        rows.append(rexl_row(ctx, name, agent_dir=path,
+                             variant="rexl_insertion" if mode == "insertion" else "rexl"))
         if not rows[-1].description.startswith("RExL"):
             raise RuntimeError(name)
     if not args.no_rise:
@@ -100,22 +151,64 @@ def build(args, ctx) -> list[methods.Method]:
     return rows
 
 
+def _rows_path(model: str, split: str, seed: int) -> pathlib.Path:
+    return common.RESULTS / f"rexl_rows_{model}_{split}_seed{seed}.jsonl"
+
+
+def _load_rows(path: pathlib.Path) -> dict:
+    """``{(image, method, description): row}`` of the per-image rows written so far."""
+    done = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                done[(row["image"], row["method"], row["description"])] = row
+    return done
+
+
+def summarise(rows, per, num_masks: int, no_rise: bool) -> list[dict]:
+    """The result rows (means, intervals, ratios to RISE) of the per-image values ``per``."""
+    results = []
+    rise_name = None if no_rise else rows[-1].name
+    for m in rows:
+        p = per[m.name]
+        row = dict(method=m.name, description=m.description, queries=m.queries,
+                   deletion=_mean_ci(p["deletion"]), insertion=_mean_ci(p["insertion"]),
+                   per_image_deletion=p["deletion"], per_image_insertion=p["insertion"],
+                   median_s_per_image=statistics.median(p["s"]))
+        if rise_name and m.name != rise_name and m.queries > 0:
+            r = per[rise_name]
+            row["deletion_vs_rise"] = _ratio_ci(p["deletion"], r["deletion"])
+            row["insertion_vs_rise"] = _ratio_ci(p["insertion"], r["insertion"])
+            row["queries_vs_rise"] = m.queries / num_masks
+            row["time_vs_rise"] = row["median_s_per_image"] / statistics.median(r["s"])
+            row["meets_target"] = bool(
+                row["deletion_vs_rise"]["mean"] <= TARGET["deletion_vs_rise"]
+                and row["insertion_vs_rise"]["mean"] >= TARGET["insertion_vs_rise"]
+                and row["queries_vs_rise"] <= TARGET["queries_vs_rise"])
+        results.append(row)
+    return results
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-images", type=int, default=100)
     parser.add_argument("--split", default="test")
+    parser.add_argument("--model", default=MODEL, help="the classifier (its packaged agents)")
     parser.add_argument("--num-masks", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", default="rexl,rexl_argmax,rexl_masked,rexl_insertion,random")
     parser.add_argument("--agent", action="append", default=[], metavar="NAME=DIR")
     parser.add_argument("--no-rise", action="store_true")
     parser.add_argument("--out-name", default="rexl_vs_rise")
+    parser.add_argument("--write-every", type=int, default=10,
+                        help="write the summary JSON every this many images")
     args = parser.parse_args(argv)
     log = functools.partial(print, flush=True)
     load_start = list(os.getloadavg())
 
-    model_fn, variables = classifiers.load_classifier(MODEL)
-    ctx = methods.model_context(MODEL, variables, (112, 112))
+    model_fn, variables = classifiers.load_classifier(args.model)
+    ctx = methods.model_context(args.model, variables, (112, 112))
     rows = build(args, ctx)
     data = shapes.generate_arrays(args.split, args.num_images, seed=0, image_size=112)
     images = jnp.asarray(data["image"], jnp.float32) / 255.0
@@ -124,59 +217,61 @@ def main(argv=None):
     keys = jax.random.split(jax.random.key(args.seed), args.num_images)
     deletion = jax.jit(functools.partial(metrics.deletion, step=STEP))
     insertion = jax.jit(functools.partial(metrics.insertion, step=STEP))
+    rows_path = _rows_path(args.model, args.split, args.seed)
+    done = _load_rows(rows_path)
+    reused = {m.name: sum((i, m.name, m.description) in done for i in range(args.num_images))
+              for m in rows}
+    log(f"{rows_path.name}: reusing {reused} images already measured")
 
     explain = {m.name: jax.jit(m.explain) for m in rows}
-    compile_s = {}
-    for m in rows:
-        t0 = time.perf_counter()
-        jax.block_until_ready(explain[m.name](keys[0], model_fn, images[0], targets[0]))
-        compile_s[m.name] = time.perf_counter() - t0
     per = {m.name: {"deletion": [], "insertion": [], "s": []} for m in rows}
+    compiled = set()
     t_start = time.perf_counter()
+
+    def write(n):
+        payload = dict(model=args.model, split=args.split, image_size=112, num_images=n,
+                       num_images_planned=args.num_images, step=STEP, target=TARGET,
+                       classifier_accuracy_on_these_images=accuracy,
+                       results=summarise(rows, per, args.num_masks, args.no_rise),
+                       rows_file=rows_path.name, reused_images=reused,
+                       load_average_start=load_start, environment=common.environment(),
+                       command=" ".join(sys.argv))
+        return common.write_result(args.out_name, payload)
+
     for i in range(args.num_images):
         for m in rows:  # interleaved: every method on image i before image i + 1
-            t0 = time.perf_counter()
-            sal = jax.block_until_ready(explain[m.name](keys[i], model_fn, images[i], targets[i]))
-            per[m.name]["s"].append(time.perf_counter() - t0)
-            per[m.name]["deletion"].append(float(deletion(model_fn, images[i], sal,
-                                                          targets[i]).auc))
-            per[m.name]["insertion"].append(float(insertion(model_fn, images[i], sal,
-                                                            targets[i]).auc))
-        if (i + 1) % 10 == 0:
+            found = done.get((i, m.name, m.description))
+            if found is None:
+                if m.name not in compiled:
+                    jax.block_until_ready(explain[m.name](keys[0], model_fn, images[0],
+                                                          targets[0]))
+                    compiled.add(m.name)
+                t0 = time.perf_counter()
+                sal = jax.block_until_ready(explain[m.name](keys[i], model_fn, images[i],
+                                                            targets[i]))
+                found = dict(image=i, method=m.name, description=m.description,
+                             s=time.perf_counter() - t0,
+                             deletion=float(deletion(model_fn, images[i], sal, targets[i]).auc),
+                             insertion=float(insertion(model_fn, images[i], sal,
+                                                       targets[i]).auc))
+                with rows_path.open("a") as f:
+                    f.write(json.dumps(found) + "\n")
+            for name in ("deletion", "insertion", "s"):
+                per[m.name][name].append(found[name])
+        if (i + 1) % args.write_every == 0 and i + 1 < args.num_images and i > 0:
+            write(i + 1)
             log(f"{i + 1}/{args.num_images} images, {time.perf_counter() - t_start:.0f} s")
 
-    results = []
-    rise_name = None if args.no_rise else rows[-1].name
-    for m in rows:
-        p = per[m.name]
-        row = dict(method=m.name, description=m.description, queries=m.queries,
-                   deletion=_mean_ci(p["deletion"]), insertion=_mean_ci(p["insertion"]),
-                   per_image_deletion=p["deletion"], per_image_insertion=p["insertion"],
-                   compile_and_first_s=compile_s[m.name],
-                   median_s_per_image=statistics.median(p["s"]))
-        if rise_name and m.name != rise_name and m.queries > 0:
-            r = per[rise_name]
-            row["deletion_vs_rise"] = _ratio_ci(p["deletion"], r["deletion"])
-            row["insertion_vs_rise"] = _ratio_ci(p["insertion"], r["insertion"])
-            row["queries_vs_rise"] = m.queries / args.num_masks
-            row["time_vs_rise"] = row["median_s_per_image"] / statistics.median(r["s"])
-            row["meets_target"] = bool(
-                row["deletion_vs_rise"]["mean"] <= TARGET["deletion_vs_rise"]
-                and row["insertion_vs_rise"]["mean"] >= TARGET["insertion_vs_rise"]
-                and row["queries_vs_rise"] <= TARGET["queries_vs_rise"])
-        results.append(row)
+    path = write(args.num_images)
+    for row in json.loads(path.read_text())["results"]:
         extra = ""
         if "deletion_vs_rise" in row:
             extra = (f"  del {row['deletion_vs_rise']['mean']:.3f}x RISE "
                      f"{row['deletion_vs_rise']['ci95']}, ins {row['insertion_vs_rise']['mean']:.3f}x "
                      f"{row['insertion_vs_rise']['ci95']}, time {row['time_vs_rise']:.3f}x")
-        log(f"{m.name:22s} q {m.queries:5d} del {row['deletion']['mean']:.4f} "
+        log(f"{row['method']:22s} q {row['queries']:5d} del {row['deletion']['mean']:.4f} "
             f"ins {row['insertion']['mean']:.4f}{extra}")
-    payload = dict(model=MODEL, split=args.split, image_size=112, num_images=args.num_images,
-                   step=STEP, target=TARGET, classifier_accuracy_on_these_images=accuracy,
-                   results=results, load_average_start=load_start,
-                   environment=common.environment(), command=" ".join(sys.argv))
-    log(f"wrote {common.write_result(args.out_name, payload)}")
+    log(f"wrote {path}")
 
 
 def _fmt(entry, digits=3):
@@ -193,15 +288,22 @@ def table_section(lines: list[str]) -> None:
     if "target" not in d:  # the format before issue 18
         return
     lines += ["## RExL vs RISE (`bench_rexl.py`)", "",
-              f"{d['model']}, {d['num_images']} {d['split']} images, {d['image_size']}², step "
+              f"{d['model']}, {d['num_images']} {d['split']} images"
+              + (f" (of {d['num_images_planned']} planned: a partial run, resumable)"
+                 if d.get("num_images_planned", d["num_images"]) > d["num_images"] else "")
+              + f", {d['image_size']}², step "
               f"{d['step']} px. Means with 95 % intervals (AUCs: ±1.96 s.e.; ratios to RISE: "
               "paired bootstrap). Target (issue 18): deletion ≤ 1.05× RISE, insertion ≥ 0.95× "
               "RISE at ≤ 1/50 of its queries. Each RExL row names its MDP: the *reference* "
-              "MDP is the released code's (noise substrate, revisits allowed).", "",
+              "MDP is the released code's (noise substrate, revisits allowed); the first-step policy "
+              "term (`RexlConfig.policy_weight`, no extra query) was chosen on the validation "
+              "split (`results/rexl_select_inference_validation.json`).", "",
               "| method | what | queries | deletion ↓ | insertion ↑ | del. ÷ RISE | "
               "ins. ÷ RISE | target | s / image |", "|---|---|---|---|---|---|---|---|---|"]
     for r in d["results"]:
         what = r["description"].split(";")[0].replace("RExL (", "")
+        if "first-step policy" in r["description"]:
+            what += " + first-step policy ×" + r["description"].rsplit("weight ", 1)[-1]
         del_r = _fmt(r["deletion_vs_rise"], 2) if "deletion_vs_rise" in r else ""
         ins_r = _fmt(r["insertion_vs_rise"], 2) if "insertion_vs_rise" in r else ""
         meets = {True: "met", False: "not met"}.get(r.get("meets_target"), "")

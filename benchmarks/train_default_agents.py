@@ -1,4 +1,4 @@
-"""Train the packaged RExL agents of the embedded default (resnet_small on synthetic shapes).
+"""Train the packaged RExL agents (resnet_small, vgg_small) on the synthetic shapes set.
 
 A thin wrapper of :func:`saliency_jax.app.agents.train_rexl` (the same training as
 ``saliency-jax train-agent --method rexl``), which documents the settings. Dataset-wide agents
@@ -17,15 +17,21 @@ The environment is the reference code's MDP by default: the ``U[-0.5, 0.5)`` noi
 deletion metric's substrate; each patch once, so the map orders all ``k²`` cells):
 
     python benchmarks/train_default_agents.py --mode deletion --updates 800     # reference MDP
-    python benchmarks/train_default_agents.py --mode deletion --model vgg_small
+    python benchmarks/train_default_agents.py --mode deletion --model vgg_small --updates 300 \
+        --checkpoint-every 10                                  # the packaged vgg_small agent:
+    python benchmarks/train_default_agents.py --mode deletion --model vgg_small --updates 300 \
+        --checkpoint-every 10 --stop-now     # stopped at update 80 of 300 (the CPU time box)
     python benchmarks/train_default_agents.py --mode deletion --substrate baseline --mask-visited \
         --updates 600 --name rexl_deletion_masked_resnet_small               # the variant
     python benchmarks/train_default_agents.py --mode insertion --substrate baseline --mask-visited
 
 Each run writes its checkpoints to ``runs/agents/<name>/`` (resumable: run the same command
 again after an interruption) and the final agent to
-``saliency_jax/assets/agents/rexl_<mode>_resnet_small/`` (``params/`` orbax, ``agent.json`` with
-the classifier's sha256, ``metrics.json``); ``--out-root`` writes it elsewhere.
+``saliency_jax/assets/agents/rexl_<mode>_<model>/`` (``params/`` orbax, ``agent.json`` with
+the classifier's sha256, ``metrics.json``); ``--out-root`` writes it elsewhere. ``--stop-now``
+packages a run's latest checkpoint without training further (``metrics.json`` records the
+updates done of those scheduled). Inference settings chosen afterwards on the validation split
+(``RexlConfig.policy_weight``) are added to ``agent.json`` under ``inference``.
 ``saliency_jax.app.agents.rexl_agent_for`` (or ``saliency_jax._src.rexl.load_rexl_agent(path)``) loads it.
 """
 
@@ -89,6 +95,9 @@ def main(argv=None):
                         help="classifier variables folder (default: the packaged one)")
     parser.add_argument("--run-root", type=pathlib.Path, default=REPO / "runs" / "agents")
     parser.add_argument("--out-root", type=pathlib.Path, default=AGENTS)
+    parser.add_argument("--stop-now", action="store_true",
+                        help="train no further: package the run's latest checkpoint as the agent "
+                        "(a time-boxed run; metrics.json records the updates done)")
     args = parser.parse_args(argv)
     modes = ("deletion", "insertion") if args.mode == "both" else (args.mode,)
     for mode in modes:
@@ -98,6 +107,7 @@ def main(argv=None):
               substrate=args.substrate, mask_visited=args.mask_visited,
               classifier=args.classifier, model=args.model, name=args.name,
               init_agent=args.init_agent,
+              max_chunks=0 if args.stop_now else None, stop_early=args.stop_now,
               run_root=args.run_root,
               out_root=args.out_root)
 

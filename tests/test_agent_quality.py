@@ -14,7 +14,8 @@ JSON, so an agent that is broken, swapped or no longer fits the classifier fails
 Margins are stated as AUC (or IoU) differences, set at about half of what the shipped agents
 measured on these images (the figures are in the comments), so that noise does not fail a good
 agent but an untrained or broken one cannot pass. The fast test (default suite) checks on a few
-images that the deletion agents' maps put their mass on the object; the others are slow.
+images that the deletion agents' maps rank object pixels above the background (ROC AUC); the
+others are slow.
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ STEP = 56  # the metrics' step at 112 px (224 px at 224²)
 
 
 @functools.cache
-def _setup():
-    model_fn, variables = classifiers.load_classifier("resnet_small")
-    ctx = methods.model_context("resnet_small", variables, (112, 112))
+def _setup(model: str = "resnet_small"):
+    model_fn, variables = classifiers.load_classifier(model)
+    ctx = methods.model_context(model, variables, (112, 112))
     return model_fn, variables, ctx
 
 
@@ -87,34 +88,54 @@ def _build(name, ctx):
         pytest.fail(f"the packaged {name} agent is missing or does not fit: {err}")
 
 
+def _auroc(saliency, mask) -> float:
+    """The area under the ROC curve of the map as a score of object pixels (ties: mid-ranks):
+    the chance that an object pixel outranks a background one (0.5 for a random map)."""
+    import scipy.stats
+
+    ranks = scipy.stats.rankdata(np.ravel(saliency))
+    mask = np.ravel(mask)
+    pos, neg = mask.sum(), mask.size - mask.sum()
+    return float((ranks[mask].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def test_auroc_hand_computed():
+    mask = np.array([True, True, False, False])
+    assert _auroc(np.array([4.0, 3.0, 2.0, 1.0]), mask) == 1.0
+    assert _auroc(np.array([1.0, 2.0, 3.0, 4.0]), mask) == 0.0
+    assert _auroc(np.array([4.0, 1.0, 3.0, 2.0]), mask) == 0.5  # 2 of 4 pairs right
+    assert _auroc(np.ones(4), mask) == 0.5
+
+
 @pytest.mark.parametrize("name", ["rexl", pytest.param("rexl_masked", marks=pytest.mark.slow)])
 def test_deletion_agent_maps_are_on_the_object(name):
-    # Fast: on 6 test images, the mean map value inside the object over the mean of the whole
-    # map. A random map gives 0.98, the shipped agents 8.6 (rexl) and 5.6 (rexl_masked); a map
-    # that ignores the object stays near 1.
+    # Fast: on 6 test images, the map's ROC AUC as a score of object pixels (rank-based, so an
+    # additive dense term such as the packaged rexl's first-step policy does not change it).
+    # Measured: rexl 0.87 (policy weight 2; 0.88 with weight 1, 0.90 with the trajectory map
+    # alone), its uniform-policy baseline 0.67, a random map 0.49.
     model_fn, _, ctx = _setup()
     images, labels, gt = _images(6)
     method = _build(name, ctx)
     explain = jax.jit(method.explain)
-    ratios = []
-    for i in range(len(images)):
-        sal = np.asarray(explain(jax.random.key(i), model_fn, images[i], labels[i]))
-        ratios.append(sal[gt[i]].mean() / max(sal.mean(), 1e-6))
-    assert np.mean(ratios) > 2.0, ratios
+    aurocs = [_auroc(np.asarray(explain(jax.random.key(i), model_fn, images[i], labels[i])),
+                     gt[i]) for i in range(len(images))]
+    assert np.mean(aurocs) > 0.78, aurocs
 
 
 QUALITY_IMAGES = 16
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "metric", "margin"), [
+@pytest.mark.parametrize(("model", "name", "metric", "margin"), [
     # measured on these 16 images (targets = labels), agent / uniform policy / random map:
-    ("rexl", "deletion", 0.05),  # 0.122 / 0.238 / 0.366
-    ("rexl_masked", "deletion", 0.05),  # 0.157 / 0.284 / 0.366
-    ("rexl_insertion", "insertion", 0.04),  # 0.873 / 0.778 / 0.791
+    ("resnet_small", "rexl", "deletion", 0.05),  # 0.122 / 0.238 / 0.366 (trajectory map)
+    ("resnet_small", "rexl_masked", "deletion", 0.05),  # 0.157 / 0.284 / 0.366
+    ("resnet_small", "rexl_insertion", "insertion", 0.04),  # 0.873 / 0.778 / 0.791
+    # vgg_small (80 of 300 updates; policy weight 2): 0.166 (0.148 trajectory map) / 0.261 / 0.248
+    ("vgg_small", "rexl", "deletion", 0.04),
 ])
-def test_rexl_agents_beat_random_and_a_uniform_policy(name, metric, margin):
-    model_fn, _, ctx = _setup()
+def test_rexl_agents_beat_random_and_a_uniform_policy(model, name, metric, margin):
+    model_fn, _, ctx = _setup(model)
     images, labels, _ = _images(QUALITY_IMAGES)
     method = _build(name, ctx)
     fn = _auc(model_fn, metric)

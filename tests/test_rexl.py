@@ -158,6 +158,31 @@ def test_scripted_agent_gives_the_code_map(mode, cells):
     np.testing.assert_allclose(sal, expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("weight", [1.0, 0.5])
+def test_policy_weight_adds_the_first_step_policy(weight):
+    # the scripted agent's logits are -a whatever it sees: minmax(l_0) = (15 - a) / 15; the
+    # deletion trajectory map of the same episode is 1 on cells 0..6, 0 elsewhere (above)
+    config = RexlConfig(grid=K, mode="deletion", substrate="baseline", mask_visited=True,
+                        policy_weight=weight, **LAYERS)
+    params = scripted_agent(config, -np.arange(K * K))
+    sal = rexl(jax.random.key(0), region_model(), np.ones((H, W, 3), np.float32), 0,
+               config=config, agent_params=params, features_fn=features())
+    cells = (np.array([1.0] * 7 + [0.0] * 9) + weight * (15 - np.arange(16)) / 15) / (1 + weight)
+    expected = skimage.transform.resize(cells.reshape(K, K), (H, W), order=1, mode="reflect",
+                                        anti_aliasing=False)
+    np.testing.assert_allclose(sal, expected, atol=1e-6)
+
+
+def test_agent_meta_inference_settings():
+    meta = {"env": dict(grid=K, mode="deletion", substrate="noise", mask_visited=False,
+                        num_class_planes=6, stage="layer3"),
+            "train_config": dict(pi_layers=[8], vf_layers=[8]),
+            "inference": {"policy_weight": 1.0}}
+    assert RexlConfig.from_agent_meta(meta).policy_weight == 1.0
+    assert RexlConfig.from_agent_meta(meta, policy_weight=0.0).policy_weight == 0.0
+    assert RexlConfig.from_agent_meta({**meta, "inference": {}}).policy_weight == 0.0
+
+
 _FUSED_CALLS: list = []
 _FEATURE_CALLS: list = []
 
@@ -275,6 +300,9 @@ def test_bad_inputs(contract_setup):
         RexlConfig(mode="both")
     with pytest.raises(ValueError, match="substrate"):
         RexlConfig(substrate="blur")
+    for weight in (-0.5, float("nan"), "1", True):
+        with pytest.raises(ValueError, match="policy_weight"):
+            RexlConfig(policy_weight=weight)
     with pytest.raises(ValueError, match="agent_params"):  # trained for a 2 x 2 grid
         rexl(jax.random.key(0), model_fn, image, 0,
              config=RexlConfig(grid=2, mode="deletion", num_class_planes=3, **LAYERS),

@@ -1,5 +1,6 @@
 """PPO: GAE and the loss on hand-computed values, a learning run, seeds, checkpoint/resume."""
 
+import json
 import math
 
 import jax
@@ -185,6 +186,33 @@ def test_checkpoint_resume_is_bit_identical(learned, tmp_path):
     with pytest.raises(ValueError, match="different run"):
         checkpoint.train_agent(ppo.TrainConfig(**{**LEARN.to_dict(), "lr": 1e-3}), params,
                                tmp_path, key=jax.random.key(3), progress=False)
+
+
+def test_stop_early_packages_the_latest_checkpoint(tmp_path):
+    # a time-boxed run: one chunk of 8 of LEARN's 16 updates, then stop_early with no chunk more
+    params = region_params()
+    part, _ = checkpoint.train_agent(LEARN, params, tmp_path, key=jax.random.key(3),
+                                     checkpoint_every=8, progress=False, max_chunks=1)
+    assert not (tmp_path / "agent").exists()
+    stopped, metrics = checkpoint.train_agent(LEARN, params, tmp_path, key=jax.random.key(3),
+                                              checkpoint_every=8, progress=False, max_chunks=0,
+                                              stop_early=True)
+    assert metrics["episode_return"].shape == (8,)
+    loaded, meta = checkpoint.load_agent(tmp_path / "agent")
+    for x, y, z in zip(jax.tree.leaves(loaded), jax.tree.leaves(stopped), jax.tree.leaves(part),
+                       strict=True):
+        np.testing.assert_array_equal(x, y)
+        np.testing.assert_array_equal(x, z)
+    assert meta["updates_done"] == 8
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    assert (summary["updates"], summary["scheduled_updates"], summary["stopped_early"]) == (
+        8, 16, True)
+
+
+def test_stop_early_before_any_update_saves_nothing(tmp_path):
+    checkpoint.train_agent(LEARN, region_params(), tmp_path, key=jax.random.key(3),
+                           checkpoint_every=8, progress=False, max_chunks=0, stop_early=True)
+    assert not (tmp_path / "agent").exists() and not (tmp_path / "metrics.json").exists()
 
 
 def test_bad_config():

@@ -24,8 +24,21 @@ Normalisation (``RexlConfig.normalisation``):
   ranking is never flipped; where ``max > 0`` this is the code's map exactly. (Insertion's first
   cell holds ``p_{k²} + 1 > 0``: its max is always positive.)
 
-For ``max > 0`` both give the same ranking of cells; they differ in scale only. The ``k x k`` map
-is then up-sampled to the image with the mirror-boundary bilinear matrix of
+For ``max > 0`` both give the same ranking of cells; they differ in scale only.
+
+Policy term (``RexlConfig.policy_weight = w``, default 0: the code's map): the agent's own
+ranking of the cells, its first-step logits ``l_0`` (the policy on the original image: which
+patch to remove, or reveal, first), is added to the trajectory map::
+
+    sal = (sal_traj + w · minmax(l_0)) / (1 + w)
+
+No extra query (the first step's policy pass is already made). It breaks the trajectory map's
+ties (every cell visited after the probability has collapsed, and every unvisited one, gets
+``≈ 0``) and smooths over a single sampled episode. Not in the paper or its code: an inference
+choice, selected on the validation split (``benchmarks/bench_rexl.py``); the packaged agents
+record theirs in ``agent.json`` (``inference``).
+
+The ``k x k`` map is then up-sampled to the image with the mirror-boundary bilinear matrix of
 :mod:`saliency_jax.masks` (= skimage ``resize(order=1, mode='reflect')``, as the code).
 
 Actions: ``deterministic=True`` takes the argmax of the policy (the paper's "deterministic
@@ -71,6 +84,8 @@ class RexlConfig:
       mask_visited: forbid revisiting a patch (off in the code).
       normalisation: ``"minmax"`` (default) or ``"reference"`` (the code's, with its sign
         inversion guarded; module doc). Not a training setting.
+      policy_weight: the weight ``w >= 0`` of the first-step policy term (module doc); 0, the
+        code's map, by default. Not a training setting.
       num_class_planes: one-hot class planes in the observation (dataset-wide agents), else 0.
       stage: the ``features_fn`` stage; ``None`` for its last.
       pi_layers, vf_layers: the actor-critic's hidden widths.
@@ -81,6 +96,7 @@ class RexlConfig:
     substrate: str = "noise"
     mask_visited: bool = False
     normalisation: str = "minmax"
+    policy_weight: float = 0.0
     num_class_planes: int = 0
     stage: str | None = None
     pi_layers: tuple[int, ...] = (256, 128)
@@ -94,19 +110,27 @@ class RexlConfig:
         if self.normalisation not in NORMALISATIONS:
             raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got "
                              f"{self.normalisation!r}")
+        weight = self.policy_weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (
+                np.isfinite(weight) and weight >= 0):
+            raise ValueError(f"policy_weight must be a finite number >= 0, got {weight!r}")
+        object.__setattr__(self, "policy_weight", float(weight))
         object.__setattr__(self, "pi_layers", tuple(int(n) for n in self.pi_layers))
         object.__setattr__(self, "vf_layers", tuple(int(n) for n in self.vf_layers))
 
     @classmethod
     def from_agent_meta(cls, meta: dict, **overrides) -> RexlConfig:
-        """The config of an agent saved by :func:`saliency_jax.rl.train_agent` (``overrides``:
-        settings that are not the agent's, e.g. ``normalisation``)."""
+        """The config of an agent saved by :func:`saliency_jax.rl.train_agent`, with the inference
+        settings its ``agent.json`` records under ``inference`` (e.g. ``policy_weight``) and then
+        ``overrides`` (settings that are not the agent's, e.g. ``normalisation``)."""
         env, train = meta["env"], meta["train_config"]
+        inference = {k: v for k, v in meta.get("inference", {}).items()
+                     if k in ("normalisation", "policy_weight")}
         return cls(**{**dict(grid=env["grid"], mode=env["mode"], substrate=env["substrate"],
                              mask_visited=env["mask_visited"],
                              num_class_planes=env["num_class_planes"], stage=env["stage"],
                              pi_layers=tuple(train["pi_layers"]),
-                             vf_layers=tuple(train["vf_layers"])), **overrides})
+                             vf_layers=tuple(train["vf_layers"])), **inference, **overrides})
 
 
 DEFAULT_CONFIG = RexlConfig()
@@ -209,12 +233,21 @@ def _rexl(key, model_fn, features_fn, fused_fn, agent_params, image, target, mea
         visited = state.visited.reshape(-1).at[action].set(True).reshape(k, k)
         state = rl_env.EnvState(state.index, visited, state.substrate, state.t + 1)
         scores, feats = fused_fn(rl_env.canvas(state, params)[None])  # reward and next state
-        return (state, rl_env.select_features(feats, config.stage)[0]), (action, scores[0, target])
+        return ((state, rl_env.select_features(feats, config.stage)[0]),
+                (action, scores[0, target], logits))
 
-    _, (actions, scores) = jax.lax.scan(_step, (state, first), jnp.arange(k * k))
+    _, (actions, scores, logits) = jax.lax.scan(_step, (state, first), jnp.arange(k * k))
     sal = trajectory_saliency(actions, scores, p0, grid=k, mode=config.mode,
                               normalisation=config.normalisation)
+    if config.policy_weight:
+        sal = (sal + config.policy_weight * _minmax(logits[0]).reshape(k, k)) / (
+            1.0 + config.policy_weight)
     return masks.mirror_bilinear_resize(sal, (h, w))
+
+
+def _minmax(x):
+    low, span = jnp.min(x), jnp.max(x) - jnp.min(x)
+    return jnp.where(span > 0, (x - low) / jnp.where(span > 0, span, 1.0), 0.0)
 
 
 def _patch_means(grid, images):

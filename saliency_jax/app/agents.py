@@ -250,7 +250,7 @@ def train_rexl(mode: str, *, classifier_variables, run_dir, out=None,
                image_size: int = DEFAULT_IMAGE_SIZE, checkpoint_every: int = 20,
                substrate: str = "noise", mask_visited: bool = False, progress: bool = True,
                max_chunks: int | None = None, command: str | None = None,
-               init_agent=None) -> dict | None:
+               init_agent=None, stop_early: bool = False) -> dict | None:
     """Train (or resume) a dataset-wide RExL agent for a registry classifier.
 
     Episodes run on the first ``num_images`` shapes training images (``image_size`` px), target =
@@ -270,6 +270,8 @@ def train_rexl(mode: str, *, classifier_variables, run_dir, out=None,
       init_agent: an agent folder whose parameters start the run instead of a random
         initialisation (a warm start, e.g. from an agent of another MDP with the same observation
         and layers); recorded in ``agent.json``. Fresh optimiser state.
+      stop_early: finish with the agent where the run stands (with ``max_chunks=0``: the latest
+        checkpoint, a time-boxed run); ``metrics.json`` records the updates done.
 
     Returns:
       The training summary (``metrics.json`` plus ``agent_dir``), or ``None`` when ``max_chunks``
@@ -312,8 +314,8 @@ def train_rexl(mode: str, *, classifier_variables, run_dir, out=None,
         _warm_start(config, env_params, run_dir, jax.random.key(seed), init_agent)
     checkpoint.train_agent(config, env_params, run_dir, key=jax.random.key(seed),
                            checkpoint_every=checkpoint_every, progress=progress,
-                           max_chunks=max_chunks, meta=meta)
-    if not (run_dir / "metrics.json").exists() or not _finished(run_dir, updates):
+                           max_chunks=max_chunks, meta=meta, stop_early=stop_early)
+    if not (run_dir / "metrics.json").exists() or not _finished(run_dir, updates, stop_early):
         return None
     return _finish(run_dir, out, {"setup_s": setup_s,
                                   "command": command or " ".join(sys.argv)})
@@ -346,8 +348,9 @@ def _warm_start(config, env_params, run_dir: pathlib.Path, key, init_agent: path
     manager.close()
 
 
-def _finished(run_dir: pathlib.Path, updates: int) -> bool:
-    return json.loads((run_dir / "metrics.json").read_text()).get("updates") == updates
+def _finished(run_dir: pathlib.Path, updates: int, stop_early: bool = False) -> bool:
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    return summary.get("updates") == updates or (stop_early and summary.get("stopped_early"))
 
 
 def train_rlcam_default(*, classifier_variables, run_dir, out=None, model: str = DEFAULT_MODEL,

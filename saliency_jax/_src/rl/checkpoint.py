@@ -103,7 +103,7 @@ def _manager(directory: pathlib.Path) -> ocp.CheckpointManager:
 
 def train_agent(config: ppo.TrainConfig, env_params, out_dir, *, key, env: Environment = REXL,
                 checkpoint_every: int = 10, progress: bool = True, max_chunks: int | None = None,
-                meta: dict | None = None):
+                meta: dict | None = None, stop_early: bool = False):
     """Train (or resume) an agent with PPO, checkpointing every ``checkpoint_every`` updates.
 
     Args:
@@ -119,6 +119,10 @@ def train_agent(config: ppo.TrainConfig, env_params, out_dir, *, key, env: Envir
       max_chunks: stop after this many chunks in this call (an interruption, for tests and
         time-boxed jobs); ``None`` runs to the end.
       meta: extra JSON-serialisable entries for ``agent.json``.
+      stop_early: save the agent where the run stands even before ``config.num_updates``
+        (a time-boxed run: with ``max_chunks=0`` it packages the latest checkpoint);
+        ``metrics.json`` then records ``updates`` done, ``scheduled_updates`` and
+        ``stopped_early``.
 
     Returns:
       ``(params, metrics)``: the network parameters (final, or at the interruption) and a dict of
@@ -194,12 +198,17 @@ def train_agent(config: ppo.TrainConfig, env_params, out_dir, *, key, env: Envir
     params = jax.device_get(runner.train_state.params)
     result = {name: np.asarray(values, np.float32) for name, values in history.items()}
     result["wall_s"] = wall
-    if done >= config.num_updates:
+    finished = done >= config.num_updates
+    if finished or (stop_early and done > 0):
         agent_meta = {**run, "num_actions": int(env.num_actions(env_params)), **(meta or {})}
+        if not finished:
+            agent_meta["updates_done"] = done
         save_agent(out_dir / "agent", params, agent_meta)
         summary = {
             "wall_s": wall,
             "updates": done,
+            "scheduled_updates": config.num_updates,
+            "stopped_early": not finished,
             "env_steps": done * config.batch_size,
             "final_episode_return": float(np.mean(history["episode_return"][-max(1, done // 10):])),
             "history": history,
