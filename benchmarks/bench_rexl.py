@@ -6,10 +6,13 @@ one fused network pass per step, min-max normalisation), each labelled by its MD
 
 * ``rexl``: the packaged agent as the main job runs it: the reference code's MDP
   (``U[-0.5, 0.5)`` noise substrate, revisits allowed), sampled actions as the code's
-  ``predict``, and the inference settings of its ``agent.json`` (``inference``: the first-step
-  policy term, ``RexlConfig.policy_weight``, chosen on the validation split);
-* ``rexl_trajectory``: the same agent and actions, the code's trajectory map alone (weight 0);
-  ``rexl_argmax``: the same with argmax actions;
+  ``predict``, and the inference settings of its ``agent.json`` (``inference``: packaged with
+  ``policy_weight = 0``, the code's trajectory map);
+* ``rexl_trajectory``: the same agent and actions, weight 0 named explicitly (equal to ``rexl``
+  while the packaged weight is 0: a check); ``rexl_argmax``: the same with argmax actions;
+* ``rexl_w1`` / ``rexl_w2``: the trajectory map plus the agent's first-step policy term with
+  weight 1 / 2 (``RexlConfig.policy_weight``; 2 was the best of 0–2 on the validation split,
+  ``results/rexl_select_inference_validation.json``);
 * ``rexl_masked``: the variant MDP (mean-colour substrate, each patch once), argmax actions;
 * ``rexl_insertion``: the insertion agent (variant MDP), argmax actions;
 * ``--agent NAME=DIR``: a candidate agent folder (not packaged), e.g. a training run's.
@@ -107,7 +110,7 @@ def rexl_row(ctx, name: str, *, variant: str = "rexl", agent_dir=None,
         return rexl(key, model_fn, image, target, config=config, agent_params=params,
                     features_fn=features, fused_fn=fused, deterministic=actions)
 
-    description = base.description
+    description = base.description.split("; + first-step policy")[0]  # the agent's own weight
     if config.policy_weight:
         description += f"; + first-step policy, weight {config.policy_weight:g}"
     return methods.Method(name, explain, base.queries, description)
@@ -117,6 +120,7 @@ _ROWS = {  # name: (variant, deterministic, policy_weight); None = the agent's o
     "rexl": ("rexl", None, None),
     "rexl_trajectory": ("rexl", None, 0.0),
     "rexl_w1": ("rexl", None, 1.0),
+    "rexl_w2": ("rexl", None, 2.0),
     "rexl_argmax": ("rexl", True, 0.0),
     "rexl_masked": ("rexl_masked", None, None),
     "rexl_masked_sampled": ("rexl_masked", False, None),

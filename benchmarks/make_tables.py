@@ -317,6 +317,8 @@ def readme_results():
     block = []
     classifiers_section(block)
     evaluate_section(block, "evaluate_shapes", "Synthetic benchmark, packaged resnet_small")
+    evaluate_section(block, "evaluate_shapes_rl",
+                     "Synthetic benchmark, the RL methods re-run (same 16 images)")
     evaluate_section(block, "evaluate_photos", "Bundled photos, EfficientNet-Lite0")
     body = "\n".join(line.replace("## ", "### ", 1) if line.startswith("## ") else line
                      for line in block)
@@ -334,6 +336,8 @@ def main():
              "time is reported apart. No GPU figures: no accelerator was lent.", ""]
     classifiers_section(lines)
     evaluate_section(lines, "evaluate_shapes", "The main job on the synthetic benchmark")
+    evaluate_section(lines, "evaluate_shapes_rl",
+                     "The main job on the synthetic benchmark: the RL methods re-run")
     evaluate_section(lines, "evaluate_photos", "The main job on the bundled photos")
     scale_section(lines)
     scale_section(lines, "scale_processes", "The main job at scale, 1 vs 2 processes in one run")
@@ -343,7 +347,8 @@ def main():
                     iassa_iterations_section, _script_section("bench_iassa_vmap"),
                     _script_section("bench_rexl"), rlcam_section,
                     _script_section("bench_rlcam_budget"), _script_section("bench_progress"),
-                    _script_section("bench_peers"), _script_section("bench_rise_progress"),
+                    _script_section("bench_peers"), _script_section("bench_rise_batch"),
+                    _script_section("bench_metrics_peers"), _script_section("bench_rise_progress"),
                     _script_section("bench_rise_anytime"),
                     _script_section("bench_mixed_precision")):
         section(lines)

@@ -210,7 +210,9 @@ def rexl_method(ctx: ModelContext, *, mode: str = "deletion", agent_dir=None,
     return Method(name, explain, rexl_num_queries(config),
                   f"RExL ({config.mode} agent, {_mdp_label(config)}; {actions} actions, "
                   f"k={config.grid}, {config.normalisation} normalisation; trained for "
-                  f"{meta['model']} sha256 {meta['classifier_sha256'][:12]})")
+                  f"{meta['model']} sha256 {meta['classifier_sha256'][:12]})"
+                  + (f"; + first-step policy, weight {config.policy_weight:g}"
+                     if config.policy_weight else ""))
 
 
 def _counted(run: Callable):
