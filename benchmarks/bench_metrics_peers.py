@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +28,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+
+from bench_peers import WorkerProcess  # noqa: E402
+
 WORKER = HERE / "metrics_peers_worker.py"
 LIBRARIES = ("saliency-jax", "reference", "quantus")
 LABELS = {"saliency-jax": "saliency-jax (deletion + insertion, batched)",
@@ -36,40 +38,14 @@ LABELS = {"saliency-jax": "saliency-jax (deletion + insertion, batched)",
           "quantus": "Quantus PixelFlipping (deletion only)"}
 
 
-class Worker:
+class Worker(WorkerProcess):
+    """One library's deletion/insertion process (``metrics_peers_worker.py``)."""
+
     def __init__(self, library, python, args, *, image, weights, saliency):
-        env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="3")
-        env.pop("XLA_FLAGS", None)
         cmd = [python, str(WORKER), "--library", library, "--image", image, "--weights",
                weights, "--saliency", saliency, "--step", str(args.step), "--target",
                str(args.target), "--threads", str(args.threads)]
-        self.library = library
-        self.stderr = tempfile.TemporaryFile(mode="w+")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self.stderr, text=True, env=env, cwd=HERE.parent)
-        self.ready = None
-
-    def _read(self):
-        for line in self.proc.stdout:
-            if line.strip().startswith("{"):
-                return json.loads(line)
-        self.stderr.seek(0)
-        raise RuntimeError(f"{self.library} exited (rc {self.proc.wait()}): "
-                           f"{self.stderr.read()[-1500:]}")
-
-    def ask(self, line):
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-        return self._read()
-
-    def close(self):
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.write("quit\n")
-                self.proc.stdin.flush()
-                self.proc.wait(timeout=30)
-            except (BrokenPipeError, subprocess.TimeoutExpired):
-                self.proc.kill()
+        super().__init__(library, cmd)
 
 
 def _auc(s):

@@ -44,25 +44,17 @@ LABELS = {"saliency-jax": "saliency-jax", "reference": "eclique/RISE algorithm (
           "xplique-keras": "Xplique, Keras/TF (Keras' ResNet50)"}
 
 
-class Worker:
-    """One library's process; ``ask`` sends a command line and returns its JSON answer."""
+class WorkerProcess:
+    """A worker process; ``ask`` sends it a command line and returns its JSON answer."""
 
-    def __init__(self, library, python, args, *, image, weights, num_masks, model="resnet50",
-                 target=281, batch_size=None, env=None, extra=()):
-        """``batch_size`` overrides ``args.batch_size`` (``0``: the library's default, ours
-        only); ``env`` adds environment variables (e.g. ``XLA_FLAGS``); ``extra`` worker flags."""
+    def __init__(self, library, cmd, env=None):
         base = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="3")
         base.pop("XLA_FLAGS", None)
-        env = dict(base, **(env or {}))
-        batch_size = args.batch_size if batch_size is None else batch_size
-        cmd = [python, str(WORKER), "--library", library, "--model", model, "--image", image,
-               "--weights", weights, "--num-masks", str(num_masks), "--grid", str(args.grid),
-               "--p-keep", str(args.p_keep), "--batch-size", str(batch_size),
-               "--threads", str(args.threads), "--target", str(target), *extra]
         self.library = library
-        self.stderr = tempfile.TemporaryFile(mode="w+")
+        self.stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  (the process's lifetime)
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self.stderr, text=True, env=env, cwd=HERE.parent)
+                                     stderr=self.stderr, text=True,
+                                     env=dict(base, **(env or {})), cwd=HERE.parent)
         self.ready = None
 
     def _read(self):
@@ -91,6 +83,21 @@ class Worker:
                 self.proc.wait(timeout=30)
             except (BrokenPipeError, subprocess.TimeoutExpired):
                 self.proc.kill()
+
+
+class Worker(WorkerProcess):
+    """One library's RISE process (``peers_worker.py``)."""
+
+    def __init__(self, library, python, args, *, image, weights, num_masks, model="resnet50",
+                 target=281, batch_size=None, env=None, extra=()):
+        """``batch_size`` overrides ``args.batch_size`` (``0``: the library's default, ours
+        only); ``env`` adds environment variables (e.g. ``XLA_FLAGS``); ``extra`` worker flags."""
+        batch_size = args.batch_size if batch_size is None else batch_size
+        cmd = [python, str(WORKER), "--library", library, "--model", model, "--image", image,
+               "--weights", weights, "--num-masks", str(num_masks), "--grid", str(args.grid),
+               "--p-keep", str(args.p_keep), "--batch-size", str(batch_size),
+               "--threads", str(args.threads), "--target", str(target), *extra]
+        super().__init__(library, cmd, env)
 
 
 def _python_for(library, args):
