@@ -277,6 +277,12 @@ def _wait_for(predicate, process, timeout):
     return False
 
 
+def _default_sigint():
+    """In the child: SIGINT back to its default. A shell's background job (``cmd &``, nohup)
+    starts with SIGINT ignored, which Python then keeps: no KeyboardInterrupt to test."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_sigint_to_a_real_evaluate_keeps_the_records_and_resumes(tmp_path, checkpoint):
     out = tmp_path / "run"
@@ -285,7 +291,7 @@ def test_sigint_to_a_real_evaluate_keeps_the_records_and_resumes(tmp_path, check
             "--batch-size", "2", "--out", str(out), "--no-progress"]
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=env)
+                               env=env, preexec_fn=_default_sigint)
     records = out / "records" / "process-00000.jsonl"
     try:
         assert _wait_for(lambda: records.exists() and records.read_text().count("\n") >= 2,
@@ -315,7 +321,8 @@ def test_sigint_to_a_real_train_classifier_keeps_the_checkpoint(tmp_path):
             "--steps", "400", "--steps-per-checkpoint", "2", "--num-train", "64",
             "--batch-size", "8", "--no-progress"]
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "JAX_PLATFORMS": "cpu"})
+                               env={**os.environ, "JAX_PLATFORMS": "cpu"},
+                               preexec_fn=_default_sigint)
     state = out / "train_state"
     try:
         assert _wait_for(lambda: state.exists() and any(p.name.isdigit() for p in
