@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from peers_worker import MEAN, STD, _peak_rss_mb  # noqa: E402
+from peers_worker import MEAN, STD, _peak_rss_mb, installed_versions  # noqa: E402
 
 
 def torch_side(args, image, saliency):
@@ -143,14 +143,7 @@ def main():
     setup_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     curves()  # warm-up: compile / primitive caches
-    from importlib import metadata
-
-    versions = {}
-    for package in ("jax", "flax", "torch", "quantus", "numpy"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
+    versions = installed_versions(("jax", "flax", "torch", "quantus", "numpy"))
     print(json.dumps({"ready": True, "setup_s": setup_s, "warmup_s": time.perf_counter() - t0,
                       "versions": versions, "pid": os.getpid()}), flush=True)
     for line in sys.stdin:

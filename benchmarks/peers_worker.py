@@ -33,6 +33,18 @@ MEAN = {"resnet50": (0.485, 0.456, 0.406), "efficientnet_lite0": (127 / 255,) * 
 STD = {"resnet50": (0.229, 0.224, 0.225), "efficientnet_lite0": (128 / 255,) * 3}
 
 
+def installed_versions(packages) -> dict[str, str]:
+    """``{package: version}`` of those of ``packages`` that are installed."""
+    import contextlib
+    from importlib import metadata
+
+    versions = {}
+    for package in packages:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[package] = metadata.version(package)
+    return versions
+
+
 def _peak_rss_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -254,16 +266,9 @@ def main():
     t0 = time.perf_counter()
     if not args.no_warmup:
         explain(10_000)  # warm-up: compile / allocator / primitive caches, timed apart
-    versions = {}
-    from importlib import metadata
-
-    for package in ("jax", "jaxlib", "flax", "torch", "torchvision", "torchray", "captum",
-                    "captum-rise", "xaitk-saliency", "xplique", "tensorflow", "tensorflow-cpu",
-                    "keras", "numpy"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
+    versions = installed_versions(
+        ("jax", "jaxlib", "flax", "torch", "torchvision", "torchray", "captum", "captum-rise",
+         "xaitk-saliency", "xplique", "tensorflow", "tensorflow-cpu", "keras", "numpy"))
     print(json.dumps({"ready": True, "setup_s": setup_s, "warmup_s": time.perf_counter() - t0,
                       "versions": versions, "pid": os.getpid()}), flush=True)
     for line in sys.stdin:
