@@ -32,8 +32,9 @@ sys.path.insert(0, str(HERE))
 from bench_peers import WorkerProcess  # noqa: E402
 
 WORKER = HERE / "metrics_peers_worker.py"
-LIBRARIES = ("saliency-jax", "reference", "quantus")
-LABELS = {"saliency-jax": "saliency-jax (deletion + insertion, batched)",
+LIBRARIES = ("saliency-jax", "saliency-jax-one-device", "reference", "quantus")
+LABELS = {"saliency-jax": "saliency-jax (deletion + insertion, batched; a JAX device per core)",
+          "saliency-jax-one-device": "saliency-jax, JAX's default one CPU device",
           "reference": "eclique/RISE CausalMetric (our PyTorch port), del + ins",
           "quantus": "Quantus PixelFlipping (deletion only)"}
 
@@ -60,7 +61,7 @@ def run(args, image, weights, saliency, tmp):
 
     workers, failed = {}, {}
     for lib in args.libraries:
-        python = sys.executable if lib == "saliency-jax" else args.peers_python
+        python = sys.executable if lib.startswith("saliency-jax") else args.peers_python
         workers[lib] = Worker(lib, python, args, image=image, weights=weights,
                               saliency=saliency)
     for lib in list(workers):
@@ -96,6 +97,12 @@ def run(args, image, weights, saliency, tmp):
         for mode in ("del", "ins"):
             if mode in curves[lib]:
                 a, b = curves[lib][mode], curves["saliency-jax"][mode]
+                if len(a) == 3 * (len(b) - 1) + 1:  # Quantus: a step per feature, not pixel
+                    row[mode + "_every_point"] = dict(auc=_auc(a), n_points=len(a))
+                    a = a[::3]
+                if a.shape != b.shape:  # another step semantics: recorded, not compared
+                    row[mode] = dict(auc=_auc(a), n_points=len(a), n_points_ours=len(b))
+                    continue
                 row[mode] = dict(auc=_auc(a), auc_minus_ours=_auc(a) - _auc(b),
                                  max_abs_diff_vs_ours=float(np.max(np.abs(a - b))),
                                  n_points=len(a))
@@ -163,17 +170,26 @@ def table_section(lines: list[str]) -> None:
               f"{d['model']}; {d['image']}, class {d['target']}; map: {d['saliency']}; step "
               f"{d['step']}; each library in its own process, warm-up apart, {d['rounds']} "
               "timed runs interleaved round-robin; median (range). Agreement: the peer's curve "
-              "against ours, max |Δ score| and Δ AUC.", "",
+              "against ours, max |Δ score| and Δ AUC (Quantus flips a pixel's 3 channels as "
+              "3 features, `step` features a step: 3x the model calls, and every third "
+              "point of its curve is compared).", "",
               "| library | version | s per run | peer ÷ ours | cores busy | deletion AUC (Δ vs "
               "ours; max abs Δ curve) | insertion AUC (Δ vs ours; max abs Δ curve) |",
               "|---|---|---|---|---|---|---|"]
-    package = {"saliency-jax": "jax", "reference": "torch", "quantus": "quantus"}
+    package = {"saliency-jax": "jax", "saliency-jax-one-device": "jax", "reference": "torch",
+               "quantus": "quantus"}
     for lib, r in d["results"].items():
         cells = []
         for mode in ("del", "ins"):
             m = r.get(mode)
-            cells.append("—" if m is None else f"{m['auc']:.4f} ({m['auc_minus_ours']:+.1e}; "
-                         f"{m['max_abs_diff_vs_ours']:.1e})")
+            if m is None:
+                cells.append("—")
+            elif "auc_minus_ours" not in m:
+                cells.append(f"{m['auc']:.4f} ({m['n_points']} points, ours "
+                             f"{m['n_points_ours']}: not compared)")
+            else:
+                cells.append(f"{m['auc']:.4f} ({m['auc_minus_ours']:+.1e}; "
+                             f"{m['max_abs_diff_vs_ours']:.1e})")
         lines.append(f"| {r['label']} | {package[lib]} {r['versions'].get(package[lib])} | "
                      f"{r['median_s']:.2f} ({r['min_s']:.2f}–{r['max_s']:.2f}) | "
                      f"{r['peer_over_ours']:.2f} | {r['cores_busy']:.2f} | {cells[0]} | "

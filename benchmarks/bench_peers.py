@@ -36,9 +36,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 WORKER = HERE / "peers_worker.py"
-LIBRARIES = ("saliency-jax", "reference", "torchray", "captum-rise", "xaitk", "xplique-torch",
-             "xplique-keras")
-LABELS = {"saliency-jax": "saliency-jax", "reference": "eclique/RISE algorithm (our PyTorch port)",
+LIBRARIES = ("saliency-jax", "saliency-jax-one-device", "reference", "torchray", "captum-rise",
+             "xaitk", "xplique-torch", "xplique-keras")
+LABELS = {"saliency-jax": "saliency-jax (`sharding.set_cpu_devices()`: a JAX device per core)",
+          "saliency-jax-one-device": "saliency-jax, JAX's default one CPU device",
+          "reference": "eclique/RISE algorithm (our PyTorch port)",
           "torchray": "TorchRay", "captum-rise": "captum-rise (one mask per model call)",
           "xaitk": "xaitk-saliency", "xplique-torch": "Xplique, PyTorch wrapper",
           "xplique-keras": "Xplique, Keras/TF (Keras' ResNet50)"}
@@ -101,7 +103,7 @@ class Worker(WorkerProcess):
 
 
 def _python_for(library, args):
-    return sys.executable if library == "saliency-jax" else args.peers_python
+    return sys.executable if library.startswith("saliency-jax") else args.peers_python
 
 
 def prepare_inputs(args, workdir: Path, model: str) -> tuple[str, str]:
@@ -121,7 +123,8 @@ def prepare_inputs(args, workdir: Path, model: str) -> tuple[str, str]:
 def start(libraries, args, **kwargs):
     workers, failed = {}, {}
     for lib in libraries:
-        ours_default = lib == "saliency-jax" and getattr(args, "ours_default_batch", False)
+        ours_default = lib.startswith("saliency-jax") and getattr(args, "ours_default_batch",
+                                                                  False)
         workers[lib] = Worker(lib, _python_for(lib, args), args,
                               **(dict(kwargs, batch_size=0) if ours_default else kwargs))
     for lib in list(workers):
@@ -245,7 +248,8 @@ def table_section(lines: list[str]) -> None:
                   "peer ÷ ours > 1 means the peer is slower.", "",
                   "| library | version | s / explanation | peer ÷ ours | cores busy | "
                   "peak RSS MB |", "|---|---|---|---|---|---|"]
-        package = {"saliency-jax": "jax", "reference": "torch", "torchray": "torchray",
+        package = {"saliency-jax": "jax", "saliency-jax-one-device": "jax", "reference": "torch",
+                   "torchray": "torchray",
                    "captum-rise": "captum-rise", "xaitk": "xaitk-saliency",
                    "xplique-torch": "xplique", "xplique-keras": "xplique"}
         for lib, r in d["results"].items():

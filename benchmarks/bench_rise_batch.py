@@ -8,9 +8,9 @@ alike), medians and ranges, cores busy (process CPU ÷ wall) and peak RSS:
   converted weights and the same batch of images: ms per image at each ``--forward-batches``.
 * ``batch``: our RISE (``sj.rise``, one class) at each ``--batches`` chunk size, N, grid and p
   as ``bench_peers.py``; each case's map (key 0) against the largest batch's (max |Δ|).
-* ``flags``: our RISE under XLA:CPU settings (``--flag-batch``): as is, two host devices
-  (``--xla_force_host_platform_device_count=2``: the chunks split over two devices), oneDNN
-  on, Eigen single-threaded.
+* ``flags``: our RISE under XLA:CPU settings (``--flag-batch``): as is (JAX's one CPU device),
+  a device per core (``sj.sharding.set_cpu_devices()``: the chunks split over the cores),
+  oneDNN on, Eigen single-threaded.
 
     python benchmarks/bench_rise_batch.py --peers-python /work/peers-venv/bin/python
 
@@ -33,12 +33,14 @@ sys.path.insert(0, str(HERE))
 
 from bench_peers import Worker, prepare_inputs  # noqa: E402
 
-FLAGS = {
-    "as is": {},
-    "2 host devices": {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
-    "oneDNN": {"XLA_FLAGS": "--xla_cpu_use_onednn=true"},
-    "Eigen 1 thread": {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false"},
+FLAGS = {  # name: (worker library, environment)
+    "as is (one CPU device)": ("saliency-jax-one-device", {}),
+    "a device per core (set_cpu_devices)": ("saliency-jax", {}),
+    "oneDNN": ("saliency-jax-one-device", {"XLA_FLAGS": "--xla_cpu_use_onednn=true"}),
+    "Eigen 1 thread": ("saliency-jax-one-device",
+                       {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false"}),
 }
+OURS = "saliency-jax-one-device"  # the forward and batch parts: JAX's default one CPU device
 
 
 def _start(cases: dict, args, image, weights):
@@ -69,7 +71,7 @@ def _round_robin(workers, line_of, rounds, loads):
 def part_forward(args, image, weights, loads):
     out = {}
     bare = dict(extra=("--no-warmup",))
-    cases = {"saliency-jax (Flax, XLA:CPU)": ("saliency-jax", sys.executable, bare),
+    cases = {"saliency-jax (Flax, XLA:CPU)": (OURS, sys.executable, bare),
              "torchvision (PyTorch, oneDNN)": ("reference", args.peers_python, bare)}
     workers = _start(cases, args, image, weights)
     try:
@@ -115,9 +117,9 @@ def _maps_and_times(workers, args, loads, tmp):
 
 def part_batch(args, image, weights, loads):
     batches = sorted(args.batches, reverse=True)  # the first (largest) is the maps' reference
-    cases = {f"batch {b}": ("saliency-jax", sys.executable, dict(batch_size=b)) for b in batches}
+    cases = {f"batch {b}": (OURS, sys.executable, dict(batch_size=b)) for b in batches}
     if args.default_too:
-        cases["default (batch_size=None)"] = ("saliency-jax", sys.executable, dict(batch_size=0))
+        cases["default (batch_size=None)"] = (OURS, sys.executable, dict(batch_size=0))
     workers = _start(cases, args, image, weights)
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -128,8 +130,8 @@ def part_batch(args, image, weights, loads):
 
 
 def part_flags(args, image, weights, loads):
-    cases = {name: ("saliency-jax", sys.executable, dict(batch_size=args.flag_batch, env=env))
-             for name, env in FLAGS.items()}
+    cases = {name: (lib, sys.executable, dict(batch_size=args.flag_batch, env=env))
+             for name, (lib, env) in FLAGS.items()}
     workers = _start(cases, args, image, weights)
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -138,7 +140,7 @@ def part_flags(args, image, weights, loads):
         for w in workers.values():
             w.close()
     for name in out:
-        out[name]["env"] = FLAGS[name]
+        out[name]["env"] = FLAGS[name][1]
     return out
 
 

@@ -320,6 +320,8 @@ def readme_results():
     evaluate_section(block, "evaluate_shapes_rl",
                      "Synthetic benchmark, the RL methods re-run (same 16 images)")
     evaluate_section(block, "evaluate_photos", "Bundled photos, EfficientNet-Lite0")
+    _script_section("bench_peers")(block)
+    _script_section("bench_metrics_peers")(block)
     body = "\n".join(line.replace("## ", "### ", 1) if line.startswith("## ") else line
                      for line in block)
     head, rest = text.split(START, 1)

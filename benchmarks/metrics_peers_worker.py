@@ -6,8 +6,9 @@
 Prints one JSON line when ready (setup and a warm-up run done, timed apart), then answers each
 stdin line: ``run`` -> ``{"s", "cpu_s"}`` of one deletion + one insertion (Quantus: deletion
 only, it has no insertion); ``curves PATH`` -> saves ``del``/``ins`` score curves to ``PATH``
-(``.npz``); ``quit``. Libraries: ``saliency-jax`` (``sj.metrics.deletion``/``insertion``, under
-the library's venv); under a peers venv ``reference`` (our PyTorch port of the authors'
+(``.npz``); ``quit``. Libraries: ``saliency-jax`` (``sj.metrics.deletion``/``insertion``, after
+``sj.sharding.set_cpu_devices()``, under the library's venv; ``saliency-jax-one-device`` the
+same without it); under a peers venv ``reference`` (our PyTorch port of the authors'
 ``CausalMetric.single_run``, eclique/RISE ``evaluation.py``: a Python loop over steps, one
 image per model call, pixels replaced in place in the normalised tensor, substrates
 ``zeros_like`` and the ``gkern(11, 5)`` blur; run under ``torch.no_grad``, which the authors'
@@ -84,6 +85,10 @@ def torch_side(args, image, saliency):
     elif args.library == "quantus":
         import quantus
 
+        # Quantus flips features (pixel x channel), ``step`` a step: 3x the steps of the
+        # others, and every third point of its curve is theirs (a pixel's three features
+        # sort next to each other: the map has no ties). Its features_in_step must divide
+        # the map's size, so 3 * step is refused.
         metric = quantus.PixelFlipping(features_in_step=step, perturb_baseline=0.0,
                                        normalise=False, abs=False, disable_warnings=True,
                                        display_progressbar=False)
@@ -94,7 +99,7 @@ def torch_side(args, image, saliency):
         def curves():
             curve = metric(model=model, x_batch=x_np, y_batch=np.array([c]),
                            a_batch=saliency[None, None].astype(np.float32), device="cpu",
-                           softmax=False, channel_first=True)
+                           softmax=True, channel_first=True)  # False strips our Softmax: logits
             return {"del": np.concatenate([[first], np.asarray(curve[0], np.float64)])}
     else:
         raise SystemExit(f"unknown library {args.library!r}")
@@ -109,6 +114,8 @@ def jax_side(args, image, saliency):
     import saliency_jax as sj
     from saliency_jax import models
 
+    if args.library == "saliency-jax":  # the README's CPU set-up: one JAX device per core
+        sj.sharding.set_cpu_devices()
     variables = models.convert_state_dict(args.model, dict(np.load(args.weights)))
     model_fn = sj.classifier(args.model, variables)
     image = jax.numpy.asarray(image)
@@ -123,8 +130,9 @@ def jax_side(args, image, saliency):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--library", required=True, choices=["saliency-jax", "reference",
-                                                             "quantus"])
+    parser.add_argument("--library", required=True, choices=["saliency-jax",
+                                                             "saliency-jax-one-device",
+                                                             "reference", "quantus"])
     parser.add_argument("--model", default="efficientnet_lite0", choices=sorted(MEAN))
     parser.add_argument("--image", required=True)
     parser.add_argument("--weights", required=True)
@@ -139,7 +147,8 @@ def main():
     image = np.load(args.image).astype(np.float32)
     saliency = np.load(args.saliency).astype(np.float32)
     t0 = time.perf_counter()
-    curves = (jax_side if args.library == "saliency-jax" else torch_side)(args, image, saliency)
+    side = jax_side if args.library.startswith("saliency-jax") else torch_side
+    curves = side(args, image, saliency)
     setup_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     curves()  # warm-up: compile / primitive caches

@@ -9,8 +9,10 @@ explanation; ``map SEED PATH`` -> saves the map ``f32[h, w]`` to ``PATH`` (``.np
 ``forward B REPS`` -> ``{"s": [...], "cpu_s": [...]}``, the bare model's forward on a batch of
 ``B`` images, ``REPS`` timed calls after one untimed (``saliency-jax`` and the torch libraries);
 ``rss`` -> ``{"peak_rss_mb": ...}``; ``quit``. Libraries: ``saliency-jax`` (run under the
-library's venv), and under a peers venv ``reference`` (our PyTorch port of eclique/RISE's
-algorithm: the authors' code is not a package), ``torchray``, ``captum-rise``, ``xaitk``,
+library's venv, after ``sj.sharding.set_cpu_devices()``: one JAX device per core, as the README
+sets up a CPU), ``saliency-jax-one-device`` (the same without it: JAX's one CPU device), and
+under a peers venv ``reference`` (our PyTorch port of eclique/RISE's algorithm: the authors'
+code is not a package), ``torchray``, ``captum-rise``, ``xaitk``,
 ``xplique-torch`` (Xplique's TorchWrapper on the torch model), ``xplique-keras`` (Keras'
 own ResNet50: another network, random weights). ``export`` writes the torch model's state dict
 (seeded random, or the real EfficientNet-Lite0 weights) to ``--weights`` and exits.
@@ -256,7 +258,12 @@ def main():
 
     image = np.load(args.image).astype(np.float32)
     t0 = time.perf_counter()
-    if args.library == "saliency-jax":
+    if args.library in ("saliency-jax", "saliency-jax-one-device"):
+        if args.library == "saliency-jax":  # the README's CPU set-up: one JAX device per core
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+            from saliency_jax import sharding
+
+            sharding.set_cpu_devices()
         explain = jax_explainer(args, image)
     elif args.library == "xplique-keras":
         explain = keras_explainer(args, image)

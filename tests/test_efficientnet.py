@@ -190,3 +190,16 @@ def test_imagenet_class_names_follow_wordnet_index_order():
              999: ("toilet tissue", "n15075141")}
     for index, (name, wnid) in known.items():
         assert (names[index], wnids[index]) == (name, wnid)
+
+
+@pytest.mark.parametrize("hw, kernel, stride", [(12, 3, 1), (12, 3, 2), (11, 5, 2), (7, 5, 1)])
+def test_shifted_depthwise_equals_the_grouped_convolution(hw, kernel, stride):
+    x = jax.random.normal(jax.random.key(0), (2, hw, hw, 6))
+    k = jax.random.normal(jax.random.key(1), (kernel, kernel, 6))
+    grouped = jax.lax.conv_general_dilated(
+        x, k[:, :, None, :], (stride, stride), "SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=6,
+        precision=jax.lax.Precision.HIGHEST)
+    shifted = efficientnet._shifted_depthwise(x, k, stride)
+    assert shifted.shape == grouped.shape
+    np.testing.assert_allclose(shifted, grouped, atol=1e-5, rtol=1e-5)

@@ -7,17 +7,18 @@ What a user runs first on a new GPU or TPU::
 
 Prints (and with ``--json PATH`` writes) the device, the versions, compile times apart from the
 steady state, and for the bare forward passes (``N`` masked-image-sized inputs in batches of
-``B``, a compiled ``lax.scan``: what RISE needs minus the masks) and for RISE with ``N`` masks:
-seconds, masks (images) per second, RISE ÷ bare, and the model FLOPs utilisation when XLA's cost
-analysis gives the FLOPs and the device's peak is known (``--peak-tflops``, else a table of
-common accelerators). The timed calls of the two are interleaved, ``--repeats`` rounds; medians.
+``B``, split over the devices as RISE's chunks are: what RISE needs minus the masks) and for
+RISE with ``N`` masks: seconds, masks (images) per second, RISE ÷ bare, and the model FLOPs
+utilisation when XLA's cost analysis gives the FLOPs and the device's peak is known
+(``--peak-tflops``, else a table of common accelerators). The timed calls of the two are
+interleaved, ``--repeats`` rounds; medians. On a CPU the command splits it into one JAX device
+per core (``--cpu-devices``), as every saliency-jax command does.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import statistics
@@ -91,6 +92,7 @@ def measure(args) -> dict:
 
     import saliency_jax as sj
     from saliency_jax import models
+    from saliency_jax._src import sharding
 
     spec = models.get(args.model)
     size = args.size or spec.input_hw[0]
@@ -98,21 +100,22 @@ def measure(args) -> dict:
     model_fn = sj.classifier(args.model, variables, dtype=args.dtype)
     image = jax.random.uniform(jax.random.key(1), (size, size, 3))
     n, b = args.num_masks, min(args.batch_size, args.num_masks)
-    chunks = math.ceil(n / b)
     config = sj.RiseConfig(num_masks=n, grid=args.grid, batch_size=b)
 
     def bare(model_fn, image):
-        def body(total, chunk):
-            item = chunk * b + jnp.arange(b)
+        def chunk_sum(operands, item, valid):  # the chunks split over the devices as RISE's
+            model_fn, image = operands
             scale = 1.0 - item.astype(jnp.float32) / (2.0 * n)  # no pass can be hoisted out
-            return total + model_fn(image[None] * scale[:, None, None, None]).sum(0), None
-        k = jax.eval_shape(model_fn, image[None]).shape[-1]
-        return jax.lax.scan(body, jnp.zeros((k,)), jnp.arange(chunks))[0]
+            scores = model_fn(image[None] * scale[:, None, None, None])
+            return jnp.where(valid[:, None], scores, 0.0).sum(0)
+        return sharding.sharded_chunk_sum(chunk_sum, (model_fn, image), num_items=n,
+                                          chunk_size=b)
 
     def explain(key, model_fn, image):
         return sj.rise(key, model_fn, image, 0, config=config)
 
     key = jax.random.key(2)
+    model_fn, image = sharding.replicate((model_fn, image))
     cases = {"bare_forward": (bare, (model_fn, image)), "rise": (explain, (key, model_fn, image))}
     out = {}
     compiled = {}
@@ -198,7 +201,13 @@ def run(args) -> int:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="saliency-jax bench", description=__doc__.split("\n")[0])
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    from saliency_jax.app.cli import _split_cpu, positive_int
+
+    parser.add_argument("--cpu-devices", type=positive_int, default=None, metavar="N",
+                        help="JAX CPU devices (default: one per core; see saliency-jax bench)")
+    args = parser.parse_args(argv)
+    _split_cpu(args.cpu_devices)
+    return run(args)
 
 
 if __name__ == "__main__":

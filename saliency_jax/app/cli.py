@@ -111,6 +111,22 @@ def _init_distributed(args) -> None:
         jax.distributed.initialize(**options)
 
 
+def _split_cpu(num_devices: int | None) -> None:
+    """One JAX CPU device per core (or ``--cpu-devices``), so that the explainers' chunks run
+    in parallel (:func:`saliency_jax.sharding.set_cpu_devices`). A count already asked for by
+    ``XLA_FLAGS`` or ``JAX_NUM_CPU_DEVICES`` is kept unless ``--cpu-devices`` is given; when
+    JAX has already computed (``main`` called inside a program that uses JAX), its devices
+    are kept as they are, unless ``--cpu-devices`` asks for another count."""
+    from saliency_jax._src import sharding
+
+    try:
+        sharding.set_cpu_devices(num_devices)
+    except RuntimeError:
+        if num_devices is not None:
+            raise ValueError(f"--cpu-devices {num_devices}: JAX in this process has already "
+                             "computed with another number of CPU devices") from None
+
+
 def _unreadable(what: str, path, err: BaseException) -> ValueError:
     first = str(err).strip().splitlines()[0] if str(err).strip() else ""
     first = first if len(first) <= 160 else first[:157] + "..."
@@ -689,6 +705,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (help_text, add_arguments, run) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=_DESCRIPTIONS.get(name, help_text))
         _resolve(add_arguments)(p)
+        p.add_argument("--cpu-devices", type=positive_int, default=None, metavar="N",
+                       help="split the CPU into N JAX devices that run chunks in parallel "
+                       "(default: one per core, or what XLA_FLAGS / JAX_NUM_CPU_DEVICES ask)")
         p.set_defaults(func=run)
     return parser
 
@@ -701,6 +720,7 @@ def main(argv=None) -> int:
         return 0 if exit_.code is None else int(exit_.code)
     args.interrupted = None
     try:
+        _split_cpu(args.cpu_devices)
         return _resolve(args.func)(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"saliency-jax {args.command}: error: {err}", file=sys.stderr)
