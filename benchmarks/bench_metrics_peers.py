@@ -196,6 +196,9 @@ def table_section(lines: list[str]) -> None:
                      f"{cells[1]} |")
     for lib, why in d["failed"].items():
         lines.append(f"| {LABELS[lib]} | | did not run: {why.splitlines()[-1][:120]} | | | | |")
+    for r in d["results"].values():
+        if r.get("note", "").startswith("invalid"):
+            lines += ["", f"{r['label']}: {r['note']}."]
     lines += ["", f"Quantus times one deletion, the other rows deletion + insertion. Measured on "
               f"{env['device_kind']} ({env['cpu_count']} cores), load average (1 min) per round "
               f"{[round(x[0], 1) for x in d['load_average_per_round']]}. "
