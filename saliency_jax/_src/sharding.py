@@ -41,6 +41,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import warnings
 from collections.abc import Callable, Sequence
 
 import jax
@@ -158,11 +159,12 @@ def set_cpu_devices(num_devices: int | None = None) -> int:
         core this process may use.
 
     Returns:
-      The number of CPU devices.
+      The number of CPU devices. Called without ``num_devices`` after JAX has computed, it
+      keeps the devices JAX has, with a warning, and returns their number.
 
     Raises:
       ValueError: ``num_devices`` is not a positive integer.
-      RuntimeError: JAX has already computed, with another number of CPU devices.
+      RuntimeError: ``num_devices`` differs from the CPU devices JAX has already computed with.
     """
     if num_devices is not None and (isinstance(num_devices, bool)
                                     or not isinstance(num_devices, int | np.integer)
@@ -173,6 +175,11 @@ def set_cpu_devices(num_devices: int | None = None) -> int:
         jax.config.update("jax_num_cpu_devices", n)
     except RuntimeError:  # the backends exist: fine if they already have n CPU devices
         have = len(jax.devices("cpu"))
+        if have != n and num_devices is None:
+            warnings.warn(f"set_cpu_devices(): JAX has already computed, with {have} CPU "
+                          f"device(s); kept (call it right after `import jax` for {n})",
+                          stacklevel=2)
+            return have
         if have != n:
             raise RuntimeError(
                 f"set_cpu_devices({num_devices!r}) wants {n} CPU devices but JAX has already "
