@@ -116,15 +116,14 @@ def _split_cpu(num_devices: int | None) -> None:
     in parallel (:func:`saliency_jax.sharding.set_cpu_devices`). A count already asked for by
     ``XLA_FLAGS`` or ``JAX_NUM_CPU_DEVICES`` is kept unless ``--cpu-devices`` is given; when
     JAX has already computed (``main`` called inside a program that uses JAX), its devices
-    are kept as they are, unless ``--cpu-devices`` asks for another count."""
+    are kept (with set_cpu_devices' warning), and an explicit other count is refused."""
     from saliency_jax._src import sharding
 
     try:
         sharding.set_cpu_devices(num_devices)
-    except RuntimeError:
-        if num_devices is not None:
-            raise ValueError(f"--cpu-devices {num_devices}: JAX in this process has already "
-                             "computed with another number of CPU devices") from None
+    except RuntimeError:  # only an explicit count raises
+        raise ValueError(f"--cpu-devices {num_devices}: JAX in this process has already "
+                         "computed with another number of CPU devices") from None
 
 
 def _unreadable(what: str, path, err: BaseException) -> ValueError:
