@@ -9,13 +9,17 @@ packaged ``resnet_small``, true class. Per image ``i``:
   is ``fold_in(key, j)`` for every N, so the fixed-N maps at N <= 4000 are prefixes of one mask
   stream: one 4000-mask pass in blocks of ``--check-every`` gives all of them (checked against
   ``sj.rise`` on the first ``--verify-prefix`` images);
+* the same mask stream's control-variate maps (``f̄ + Cov(f, M) / p``, the estimator of
+  ``sj.rise_anytime``) at fixed N = 1000 and 2000, to tell what the estimator gives from what
+  the stop gives;
 * anytime: ``sj.rise_anytime`` with key ``i``, at most 4000 masks, checks every 250 from 500,
-  and ONE tolerance chosen beforehand on a validation set (``saliency_shapes`` train[:
-  --validation-images], other keys): the largest tolerance of ``--tolerances`` whose mean Pearson
-  r with the validation reference is at least fixed-N 4000's minus ``--match-slack`` (0.005). On
-  validation the anytime map at each tolerance is the prefix at the stop the criterion gives,
-  computed in float64 from the same block pass; on the test set the reported anytime map is
-  ``sj.rise_anytime``'s own (its stop is compared with the float64 prediction).
+  the control variate unless ``--plain``, and ONE tolerance chosen beforehand on a validation
+  set (``saliency_shapes`` train[:--validation-images], other keys): the largest tolerance of
+  ``--tolerances`` whose mean Pearson r with the validation reference is at least plain fixed-N
+  4000's minus ``--match-slack`` (0.005). On validation the anytime map at each tolerance is the
+  prefix at the stop the criterion gives, computed in float64 from the same block pass; on the
+  test set the reported anytime map is ``sj.rise_anytime``'s own (its stop is compared with the
+  float64 prediction).
 
 Scores: Pearson r with the reference; deletion and insertion AUC (``--step`` px per step);
 paired differences against fixed N = 4000. Means with 95 % t-intervals over images.
@@ -24,8 +28,14 @@ paired differences against fixed N = 4000. Means with 95 % t-intervals over imag
     nice -n 19 python benchmarks/bench_rise_anytime.py --num-images 4 --validation-images 4
 
 Writes ``results/rise_anytime.json`` (also every ``--checkpoint-every`` test images).
-Photos are not part of it: EfficientNet-Lite0 at 224² costs 480 s per 4000-mask map on this
-CPU (``results/evaluate_photos.json``), ~30 min per photo for this protocol.
+
+``--photos W.npz``: the same protocol on the six bundled photos at 224² with EfficientNet-Lite0
+(the real ImageNet weights, a torch state dict exported by ``peers_worker.py --library export
+--model efficientnet_lite0 --weights W.npz`` in the peers' environment), target the top-1 class
+of the photo, no validation: the tolerance is given (``--tolerance``, the one chosen on the
+synthetic validation set), step 224. Writes ``results/rise_anytime_photos.json``.
+
+    python benchmarks/bench_rise_anytime.py --photos W.npz --tolerance 0.04
 """
 
 from __future__ import annotations
@@ -49,7 +59,7 @@ import numpy as np  # noqa: E402
 import scipy.stats  # noqa: E402
 
 import saliency_jax as sj  # noqa: E402
-from saliency_jax._src import baselines, masks, rise  # noqa: E402
+from saliency_jax._src import baselines, masks, rise, sharding  # noqa: E402
 from saliency_jax._src.model_fn import as_pytree_fn  # noqa: E402
 from saliency_jax.app import classifiers  # noqa: E402
 from saliency_jax.data import shapes  # noqa: E402
@@ -67,39 +77,68 @@ def _ci(values):
     return dict(mean=m, lo=m - half, hi=m + half, n=n, min=min(values), max=max(values))
 
 
+_SUMS = ("f", "y", "z", "yy", "yz", "zz", "ybar", "zbar", "ybar_ybar", "ybar_zbar", "zbar_zbar")
+
+
 @functools.partial(jax.jit, static_argnames=("block", "batch_size"))
 def _block_sums(key, model_fn, image, target, baseline, start, *, block, batch_size):
-    """``Σ x_i, Σ x_i², Σ x̄_i, Σ x̄_i²`` over masks ``start .. start + block - 1``."""
+    """Raw sums over masks ``start .. start + block - 1`` of ``f``, ``y = f M / p``, ``z = M /
+    p``, their products per pixel, and of the pixel means ``ȳ``, ``z̄`` (names in ``_SUMS``);
+    chunks split over the devices as in ``sj.rise``."""
 
-    def chunk(indices):
-        m = masks.rise_masks_at(key, indices, grid=GRID, p_keep=P_KEEP, image_hw=image.shape[:2])
-        x = (rise._masked_scores(model_fn, image, m, baseline)[:, target] / P_KEEP)[:, None,
-                                                                                 None] * m
-        xbar = jnp.mean(x, axis=(1, 2))
-        return jnp.sum(x, 0), jnp.sum(x * x, 0), jnp.sum(xbar), jnp.sum(xbar * xbar)
+    def chunk(ops, indices, valid):
+        key, model_fn, image, target, baseline, start = ops
+        m = masks.rise_masks_at(key, start + indices, grid=GRID, p_keep=P_KEEP,
+                                image_hw=image.shape[:2])
+        on = valid.astype(jnp.float32)
+        f = on * rise._masked_scores(model_fn, image, m, baseline)[:, target]
+        z = on[:, None, None] * m / P_KEEP
+        y = f[:, None, None] * z
+        yb, zb = jnp.mean(y, axis=(1, 2)), jnp.mean(z, axis=(1, 2))
+        return (jnp.sum(f), jnp.sum(y, 0), jnp.sum(z, 0), jnp.sum(y * y, 0), jnp.sum(y * z, 0),
+                jnp.sum(z * z, 0), jnp.sum(yb), jnp.sum(zb), jnp.sum(yb * yb), jnp.sum(yb * zb),
+                jnp.sum(zb * zb))
 
-    idx = start + jnp.arange(block).reshape(block // batch_size, batch_size)
-    return jax.tree_util.tree_map(lambda a: jnp.sum(a, 0), jax.lax.map(chunk, idx))
+    return sharding.sharded_chunk_sum(chunk, (key, model_fn, image, target, baseline, start),
+                                      num_items=block, chunk_size=batch_size)
+
+
+def _estimate(t, n, control_variate):
+    """The map and ``r_n`` (float64) from the raw sums ``t`` of ``n`` masks."""
+    f, y, z = t["f"] / n, t["y"] / n, t["z"] / n
+    beta = f if control_variate else 0.0
+    sal = f + (y - f * z) * n / (n - 1) if control_variate else y
+
+    def comoment(a, b, ab):  # Σ (a - ā)(b - b̄)
+        return t[ab] - t[a] * t[b] / n
+
+    noise = (np.sum(comoment("y", "y", "yy") - 2 * beta * comoment("y", "z", "yz")
+                    + beta * beta * comoment("z", "z", "zz"))
+             - sal.size * (comoment("ybar", "ybar", "ybar_ybar")
+                           - 2 * beta * comoment("ybar", "zbar", "ybar_zbar")
+                           + beta * beta * comoment("zbar", "zbar", "zbar_zbar")))
+    se_sq = max(noise, 0.0) / (n * (n - 1))
+    return sal, math.sqrt(se_sq / np.sum(np.square(sal - sal.mean())))
 
 
 def _stream(key, model_fn, image, target, args):
-    """Prefix maps ``f32[B, h, w]`` and the criterion ``r_n`` (float64) at every block end."""
+    """Per estimator (``"plain"``, ``"cv"``): prefix maps ``f32[B, h, w]`` and the criterion
+    ``r_n`` (float64) at every block end."""
     baseline = baselines.resolve_baseline(model_fn, image, None)
-    s1 = s2 = 0.0
-    b1 = b2 = 0.0
-    prefixes, rs = [], []
+    totals = dict.fromkeys(_SUMS, 0.0)
+    out = {"plain": ([], []), "cv": ([], [])}
     for b in range(FIXED_N // args.check_every):
-        out = _block_sums(key, model_fn, image, target, baseline, b * args.check_every,
-                          block=args.check_every, batch_size=args.batch_size)
-        x1, x2, xb1, xb2 = (np.asarray(o, np.float64) for o in out)
-        s1, s2, b1, b2 = s1 + x1, s2 + x2, b1 + xb1, b2 + xb2
+        sums = _block_sums(*sharding.replicate((key, model_fn, image, jnp.int32(target),
+                                                baseline, jnp.int32(b * args.check_every))),
+                           block=args.check_every, batch_size=args.batch_size)
+        for name, value in zip(_SUMS, sums):
+            totals[name] = totals[name] + np.asarray(value, np.float64)
         n = (b + 1) * args.check_every
-        mean = s1 / n
-        noise = np.sum(s2 - s1 * s1 / n) - mean.size * (b2 - b1 * b1 / n)
-        se_sq = max(noise, 0.0) / (n * (n - 1))
-        rs.append(math.sqrt(se_sq / np.sum(np.square(mean - mean.mean()))))
-        prefixes.append(mean.astype(np.float32))
-    return np.stack(prefixes), np.asarray(rs)
+        for label, (prefixes, rs) in out.items():
+            sal, r = _estimate(totals, n, label == "cv")
+            prefixes.append(sal.astype(np.float32))
+            rs.append(r)
+    return {label: (np.stack(p), np.asarray(r)) for label, (p, r) in out.items()}
 
 
 def _predicted_stop(rs, tolerance, args):
@@ -127,6 +166,19 @@ def _items(split, count):
              int(data["label"][i])) for i in range(count)]
 
 
+def _photo_items(model_fn, count):
+    from saliency_jax.data import readers
+
+    source = readers.load("photos", image_size=224)
+    items = []
+    for i in range(min(count, len(source))):
+        example = source[i]
+        image = jnp.asarray(example["image"], jnp.float32) / 255
+        target = int(jnp.argmax(model_fn(image[None])[0]))
+        items.append((f"photos/{example['id']}", image, target))
+    return items
+
+
 def _validate(model_fn, args, log):
     """Choose the tolerance on the validation images by the rule of the docstring."""
     ref_cfg = sj.RiseConfig(num_masks=args.reference_masks, batch_size=args.batch_size)
@@ -134,9 +186,10 @@ def _validate(model_fn, args, log):
     for j, (name, image, target) in enumerate(_items("train", args.validation_images)):
         ref = np.asarray(sj.rise(jax.random.key(60_000 + j), model_fn, image, target,
                                  config=ref_cfg))
-        prefixes, rs = _stream(jax.random.key(50_000 + j), model_fn, image, target, args)
-        row = dict(image=name, fixed_r=_pearson(prefixes[-1], ref), criterion_r=rs.tolist(),
-                   r_by_block=[_pearson(p, ref) for p in prefixes])
+        streams = _stream(jax.random.key(50_000 + j), model_fn, image, target, args)
+        prefixes, rs = streams[args.estimator]
+        row = dict(image=name, fixed_r=_pearson(streams["plain"][0][-1], ref),
+                   criterion_r=rs.tolist(), r_by_block=[_pearson(p, ref) for p in prefixes])
         rows.append(row)
         log(dict(validation=name, fixed_r=row["fixed_r"], r_final=float(rs[-1])))
     fixed_r = statistics.fmean(r["fixed_r"] for r in rows)
@@ -149,7 +202,9 @@ def _validate(model_fn, args, log):
     ok = [t for t in table if t["mean_r"] >= fixed_r - args.match_slack]
     chosen = max(t["tolerance"] for t in ok) if ok else min(args.tolerances)
     return dict(images=len(rows), split="saliency_shapes train", fixed_4000_mean_r=fixed_r,
-                rule=f"largest tolerance with mean r >= fixed-N 4000's - {args.match_slack}",
+                estimator=args.estimator,
+                rule=f"largest tolerance with mean r >= plain fixed-N 4000's - "
+                     f"{args.match_slack}",
                 candidates=table, chosen=chosen, rows=rows)
 
 
@@ -160,18 +215,40 @@ def main():
     parser.add_argument("--reference-masks", type=int, default=8000)
     parser.add_argument("--check-every", type=int, default=250)
     parser.add_argument("--min-masks", type=int, default=500)
-    parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=25)
     parser.add_argument("--tolerances", type=float, nargs="+",
                         default=[0.005, 0.0075, 0.01, 0.0125, 0.015, 0.0175, 0.02, 0.025,
                                  0.03, 0.04, 0.05, 0.075, 0.1])
     parser.add_argument("--match-slack", type=float, default=0.005)
     parser.add_argument("--tolerance", type=float, default=None,
                         help="skip the validation and use this tolerance")
+    parser.add_argument("--plain", dest="estimator", action="store_const", const="plain",
+                        default="cv", help="anytime without the control variate")
     parser.add_argument("--verify-prefix", type=int, default=1)
     parser.add_argument("--checkpoint-every", type=int, default=5)
-    parser.add_argument("--step", type=int, default=112, help="deletion/insertion pixels/step")
+    parser.add_argument("--step", type=int, default=None,
+                        help="deletion/insertion pixels/step (default: the image side)")
+    parser.add_argument("--photos", default=None, metavar="W.npz",
+                        help="the bundled photos with EfficientNet-Lite0 (these torch weights)")
     args = parser.parse_args()
-    model_fn = as_pytree_fn(classifiers.load_classifier("resnet_small")[0])
+    if args.photos is not None and args.tolerance is None:
+        parser.error("--photos needs --tolerance (chosen on the synthetic validation set)")
+    sj.sharding.set_cpu_devices()  # a JAX CPU device per core; no effect on an accelerator
+    if args.photos is None:
+        model_fn = as_pytree_fn(classifiers.load_classifier("resnet_small")[0])
+        test_items = _items("test", args.num_images)
+        args.model = "packaged resnet_small, 112x112, saliency_shapes test, true class"
+    else:
+        from saliency_jax import models
+
+        variables = models.convert_state_dict(
+            "efficientnet_lite0", dict(np.load(args.photos)))
+        model_fn = as_pytree_fn(sj.classifier("efficientnet_lite0", variables))
+        test_items = _photo_items(model_fn, args.num_images)
+        args.model = ("EfficientNet-Lite0 (the real ImageNet weights), the bundled photos "
+                      "224x224, top-1 class")
+    if args.step is None:
+        args.step = int(test_items[0][1].shape[0])
     t_start = time.perf_counter()
 
     def log(obj):
@@ -187,14 +264,18 @@ def main():
     ref_cfg = sj.RiseConfig(num_masks=args.reference_masks, batch_size=args.batch_size)
     any_cfg = sj.RiseAnytimeConfig(max_masks=FIXED_N, batch_size=args.batch_size,
                                    check_every=args.check_every, min_masks=args.min_masks,
-                                   tolerance=tolerance, grid=GRID, p_keep=P_KEEP)
+                                   tolerance=tolerance, grid=GRID, p_keep=P_KEEP,
+                                   control_variate=args.estimator == "cv")
     rows, store = [], []
     prefix_checks = []
-    for i, (name, image, target) in enumerate(_items("test", args.num_images)):
+    num_images = len(test_items)
+    for i, (name, image, target) in enumerate(test_items):
         key = jax.random.key(i)
         ref = np.asarray(sj.rise(jax.random.key(10_000 + i), model_fn, image, target,
                                  config=ref_cfg))
-        prefixes, rs = _stream(key, model_fn, image, target, args)
+        streams = _stream(key, model_fn, image, target, args)
+        prefixes = streams["plain"][0]
+        any_prefixes, rs = streams[args.estimator]
         if i < args.verify_prefix:
             direct = np.asarray(sj.rise(key, model_fn, image, target, config=sj.RiseConfig(
                 num_masks=FIXED_N, batch_size=args.batch_size)))
@@ -206,15 +287,16 @@ def main():
         any_map = np.asarray(anytime.saliency)
         row = dict(image=name, target=target, anytime_masks=n_any, predicted_masks=predicted,
                    anytime_relative_error=float(anytime.relative_error),
-                   anytime_vs_prefix=float(np.max(np.abs(any_map - prefixes[n_any //
-                                                                          args.check_every - 1]))
-                                           / np.max(np.abs(any_map)))
+                   anytime_vs_prefix=float(np.max(np.abs(any_map - any_prefixes[
+                       n_any // args.check_every - 1])) / np.max(np.abs(any_map)))
                    if n_any % args.check_every == 0 else None,
                    criterion_r=rs.tolist())
         ref_auc = _aucs(model_fn, image, ref, target, args.step)
         row["reference_deletion"], row["reference_insertion"] = ref_auc
         maps = {"anytime": any_map}
         maps.update({f"fixed_{n}": prefixes[n // args.check_every - 1] for n in (1000, 2000, 4000)})
+        maps.update({f"cv_fixed_{n}": streams["cv"][0][n // args.check_every - 1]
+                     for n in (1000, 2000)})
         for label, sal in maps.items():
             row[f"{label}_r"] = _pearson(sal, ref)
             row[f"{label}_deletion"], row[f"{label}_insertion"] = _aucs(
@@ -222,9 +304,9 @@ def main():
         rows.append(row)
         store.append((image, target, prefixes, ref))
         log({k: v for k, v in row.items() if k != "criterion_r"})
-        if (i + 1) % args.checkpoint_every == 0 or i + 1 == args.num_images:
+        if (i + 1) % args.checkpoint_every == 0 or i + 1 == num_images:
             _write(rows, store, model_fn, args, tolerance, validation, prefix_checks, t_start,
-                   final=i + 1 == args.num_images)
+                   final=i + 1 == num_images)
 
 
 _MATCHED_CACHE: dict = {}
@@ -240,9 +322,9 @@ def _write(rows, store, model_fn, args, tolerance, validation, prefix_checks, t_
                 sal = prefixes[n // args.check_every - 1]
                 _MATCHED_CACHE[i, n] = (_pearson(sal, ref),
                                         *_aucs(model_fn, image, sal, target, args.step))
-    methods = ["fixed_1000", "fixed_2000", "fixed_4000", "anytime"]
-    per = {m: dict(masks=[1000, 2000, 4000][k] if m != "anytime" else None)
-           for k, m in enumerate(methods)}
+    methods = ["fixed_1000", "fixed_2000", "fixed_4000", "cv_fixed_1000", "cv_fixed_2000",
+               "anytime"]
+    per = {m: dict(masks=None if m == "anytime" else int(m.rsplit("_", 1)[1])) for m in methods}
     values = {m: {q: [r[f"{m}_{q}"] for r in rows] for q in ("r", "deletion", "insertion")}
               for m in methods}
     for n in matched:
@@ -270,9 +352,10 @@ def _write(rows, store, model_fn, args, tolerance, validation, prefix_checks, t_
     result = dict(
         what="anytime RISE vs fixed-N RISE: queries and agreement with a fixed-N reference map",
         protocol=__doc__.split("\n\n")[1].replace("\n", " "),
-        model="packaged resnet_small, 112x112, saliency_shapes test, true class",
+        model=args.model,
         images=len(rows), complete=final, reference_masks=args.reference_masks,
         config=dict(max_masks=FIXED_N, tolerance=tolerance, check_every=args.check_every,
+                    control_variate=args.estimator == "cv",
                     min_masks=args.min_masks, batch_size=args.batch_size, grid=GRID,
                     p_keep=P_KEEP),
         tolerance_validation=validation, step=args.step, summary=summary,
@@ -283,17 +366,22 @@ def _write(rows, store, model_fn, args, tolerance, validation, prefix_checks, t_
         prefix_vs_sj_rise_max_rel_diff=prefix_checks,
         rows=rows, wall_s=time.perf_counter() - t_start,
         environment=common.environment(), command="nice -n 19 python " + " ".join(sys.argv))
-    print(common.write_result("rise_anytime", result), flush=True)
+    name = "rise_anytime" if args.photos is None else "rise_anytime_photos"
+    print(common.write_result(name, result), flush=True)
 
 
 def table_section(lines: list[str]) -> None:
-    """Append the markdown section for ``results/rise_anytime.json``."""
-    path = Path(__file__).resolve().parent / "results" / "rise_anytime.json"
-    if not path.exists():
-        return
-    d = json.loads(path.read_text())
-    if "summary" not in d:  # an older layout
-        return
+    """Append the markdown sections for ``results/rise_anytime.json`` and
+    ``rise_anytime_photos.json``."""
+    for name, what in (("rise_anytime", "synthetic set"), ("rise_anytime_photos", "photos")):
+        path = Path(__file__).resolve().parent / "results" / f"{name}.json"
+        if path.exists():
+            d = json.loads(path.read_text())
+            if "summary" in d:  # not an older layout
+                _section(lines, d, what)
+
+
+def _section(lines, d, what):
     c, s = d["config"], d["summary"]
 
     def f(ci, digits=3):
@@ -303,14 +391,17 @@ def table_section(lines: list[str]) -> None:
     chose = (f"tolerance {c['tolerance']}, chosen on {v['images']} {v['split']} images as the "
              f"{v['rule']} ({v['fixed_4000_mean_r']:.3f} there)" if v else
              f"tolerance {c['tolerance']} (given)")
-    lines += ["## Anytime RISE: the same map from fewer queries (`bench_rise_anytime.py`)", "",
+    lines += [f"## Anytime RISE: the same map from fewer queries, {what} "
+              "(`bench_rise_anytime.py`)", "",
               f"{d['model']}, {d['images']} images{'' if d['complete'] else ' (partial run)'}. "
               f"Reference: fixed-N RISE, N = {d['reference_masks']}, its own key. Anytime: "
               f"{chose}; checks every {c['check_every']} masks from {c['min_masks']}, at most "
               f"{c['max_masks']}; it stops when 1 - sqrt(1 - r²) < tolerance, r the centred "
               "map's relative standard error (1 - the estimated correlation with the converged "
-              f"map). Deletion / insertion step {d['step']} px. Means [95 % t-interval]; Δ = "
-              "paired difference against fixed N = 4000.", "",
+              "map). Plain: RISE's mean of f M / p; control variate: f̄ + Cov(f, M) / p, the "
+              "same expectation. "
+              f"Deletion / insertion step {d['step']} px. Means [95 % t-interval]; Δ = "
+              "paired difference against plain fixed N = 4000.", "",
               "| method | masks | r with reference | Δ r | deletion AUC | Δ deletion | "
               "insertion AUC | Δ insertion |", "|---|---|---|---|---|---|---|---|"]
     for m, row in s.items():
@@ -319,7 +410,12 @@ def table_section(lines: list[str]) -> None:
         masks_ = (f"{row['masks']['mean']:.0f} ({row['masks']['min']:.0f}–"
                   f"{row['masks']['max']:.0f})" if isinstance(row["masks"], dict)
                   else str(row["masks"]))
-        label = m.replace("_at_anytime_mean", " (≈ anytime's mean N)").replace("_", " N = ", 1)
+        label = (m.replace("_at_anytime_mean", " (≈ anytime's mean N)")
+                 .replace("cv_fixed_", "control variate, fixed N = ")
+                 .replace("fixed_", "plain, fixed N = "))
+        if m == "anytime":
+            label = ("anytime, control variate" if c.get("control_variate")
+                     else "anytime, plain")
         lines.append(f"| {label} | {masks_} | {f(row['r'])} | {f(row['r_minus_fixed_4000'])} | "
                      f"{f(row['deletion'])} | "
                      f"{f(row['deletion_minus_fixed_4000'])} | {f(row['insertion'])} | "

@@ -107,6 +107,8 @@ def _rlcam_greedy(**changes):
 
 EXPLAINERS = [
     Explainer("rise", _rise(), rechunked=(_rise(batch_size=7), _rise(batch_size=40))),
+    Explainer("rise_control_variate", _rise(control_variate=True),
+              rechunked=(_rise(control_variate=True, batch_size=7),), atol=1e-6),
     Explainer("iassa", _iassa(), rechunked=(_iassa(batch_size=7), _iassa(batch_size=100))),
     Explainer("occlusion", _occlusion(), deterministic=True,
               rechunked=(_occlusion(batch_size=7), _occlusion(batch_size=64))),

@@ -136,6 +136,46 @@ def test_rise_is_the_estimator_on_its_own_masks(key, problem):
         np.testing.assert_allclose(single, expected[target], rtol=1e-5, atol=1e-7)
 
 
+def _control_variate_numpy(model_fn, image, mask_set, p_keep):
+    """``f̄ + Σ_i (f_i - f̄) M_i / ((N - 1) p)`` in float64, all classes: ``[k, h, w]``."""
+    masked = mask_set[:, :, :, None] * image[None]  # baseline 0
+    f = np.asarray(model_fn(jnp.asarray(masked, jnp.float32)), np.float64)  # [N, k]
+    centred = f - f.mean(0)
+    return (f.mean(0)[:, None, None]
+            + np.einsum("nk,nhw->khw", centred, mask_set) / ((len(f) - 1) * p_keep))
+
+
+def test_control_variate_is_the_covariance_estimator_on_the_same_masks(key, problem):
+    image, weights = problem
+    model_fn = _softmax_linear(weights)
+    cfg = dataclasses.replace(CFG, num_masks=50, control_variate=True)
+    mask_set = np.asarray(masks.generate_rise_masks(key, 50, grid=cfg.grid, p_keep=cfg.p_keep,
+                                                    image_hw=(16, 16)), np.float64)
+    expected = _control_variate_numpy(model_fn, image, mask_set, cfg.p_keep)
+    for batch_size in (7, 16, 64):
+        c = dataclasses.replace(cfg, batch_size=batch_size)
+        np.testing.assert_allclose(np.asarray(rise(key, model_fn, image, 2, config=c,
+                                                   baseline=0.0)), expected[2],
+                                   rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(rise_all_classes(key, model_fn, image, config=cfg,
+                                                           baseline=0.0)), expected,
+                               rtol=1e-5, atol=1e-6)
+    # The same masks: plain RISE differs from it by f̄ (Σ M / (N p) - 1) + O(1/N), not by a scale.
+    plain = np.asarray(rise(key, model_fn, image, 2, config=dataclasses.replace(
+        cfg, control_variate=False), baseline=0.0))
+    assert np.abs(plain - expected[2]).max() > 1e-3
+
+
+def test_control_variate_map_of_a_constant_score_is_exactly_that_score(key, problem):
+    image, _ = problem
+    flat = jax.tree_util.Partial(lambda w, x: jnp.ones((x.shape[0], 3)) * w[None],
+                                 jnp.array([0.2, 0.3, 0.5]))
+    cfg = dataclasses.replace(CFG, control_variate=True)
+    np.testing.assert_allclose(np.asarray(rise(key, flat, image, 1, config=cfg)), 0.3, rtol=1e-5)
+    plain = np.asarray(rise(key, flat, image, 1, config=CFG))  # 0.3 Σ M / (N p): noise
+    assert plain.std() > 0.01
+
+
 def test_default_baseline_is_the_model_mean_colour(key, problem):
     image, weights = problem
     colour = jnp.array([0.2, 0.5, 0.7], jnp.float32)
@@ -252,6 +292,7 @@ def test_one_and_four_devices_give_the_same_maps(tmp_path, problem):
         (dict(grid=(2, 3, 4)), "grid"),
         (dict(batch_size=0), "batch_size"),
         (dict(batch_size=2.5), "batch_size"),
+        (dict(control_variate="yes"), "control_variate"),
     ],
 )
 def test_config_rejects_bad_settings(kwargs, match):

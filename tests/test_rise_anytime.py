@@ -1,5 +1,6 @@
-"""Anytime RISE: the stop against a float64 numpy port of its criterion, exact stops, equality
-with fixed-N RISE at tolerance 0, batch-size / jit / vmap / device independence, progress."""
+"""Anytime RISE: the map and the stop against a float64 numpy port of the estimator and its
+criterion (plain and with the control variate), exact stops, equality with fixed-N RISE at
+tolerance 0, batch-size / jit / vmap / device independence, progress."""
 
 import dataclasses
 import os
@@ -21,7 +22,8 @@ from saliency_jax._src.rise_anytime import RiseAnytimeConfig, rise_anytime
 REPO = Path(__file__).resolve().parents[1]
 HW = (16, 16)
 CFG = RiseAnytimeConfig(max_masks=384, grid=4, p_keep=0.5, batch_size=16, check_every=32,
-                        min_masks=64, tolerance=0.0)
+                        min_masks=64, tolerance=0.0, control_variate=False)
+CV = dataclasses.replace(CFG, control_variate=True)
 
 
 def _region_apply(region, images):
@@ -38,18 +40,23 @@ def problem():
 
 
 def _numpy_relative_errors(region, image, key, cfg):
-    """``(n, r_n, S_n)`` at every block end, in float64, from the masks and the criterion's
-    definition (not from the code under test's running moments)."""
+    """``(n, r_n, S_n)`` at every block end, in float64, from the masks and the definitions of
+    the estimator and its criterion (not from the code under test's running moments)."""
     mask_set = np.asarray(masks.generate_rise_masks(
         key, cfg.max_masks, grid=cfg.grid, p_keep=cfg.p_keep, image_hw=HW), np.float64)
     grey = image.astype(np.float64).mean(-1)
     scores = (mask_set * grey * region).sum((1, 2)) / region.sum()  # baseline 0: I*M
-    x = scores[:, None, None] * mask_set / cfg.p_keep
-    centred = x - x.mean((1, 2), keepdims=True)
     out = []
     for n in range(cfg.check_every, cfg.max_masks + 1, cfg.check_every):
-        s = x[:n].mean(0)
-        se = np.sqrt(centred[:n].var(0, ddof=1).sum() / n)
+        f, m = scores[:n], mask_set[:n]
+        if cfg.control_variate:  # f̄ + sample Cov(f, M) / p, contributions (f - f̄) M / p
+            u = (f - f.mean())[:, None, None] * m / cfg.p_keep
+            s = f.mean() + np.einsum("n,nhw->hw", f - f.mean(), m) / ((n - 1) * cfg.p_keep)
+        else:
+            u = f[:, None, None] * m / cfg.p_keep
+            s = u.mean(0)
+        centred = u - u.mean((1, 2), keepdims=True)
+        se = np.sqrt(centred.var(0, ddof=1).sum() / n)
         out.append((n, se / np.linalg.norm(s - s.mean()), s))
     return out
 
@@ -58,29 +65,54 @@ def _one_minus_correlation(r):
     return 1.0 - np.sqrt(1.0 - r * r)
 
 
-def test_tolerance_zero_is_fixed_n_rise(key, problem):
+@pytest.mark.parametrize("base", [CFG, CV], ids=["plain", "control_variate"])
+def test_tolerance_zero_is_fixed_n_rise(key, problem, base):
     model_fn, _, image = problem
-    out = rise_anytime(key, model_fn, image, 0, config=CFG, baseline=0.0)
+    out = rise_anytime(key, model_fn, image, 0, config=base, baseline=0.0)
     fixed = rise(key, model_fn, image, 0, baseline=0.0, config=RiseConfig(
-        num_masks=CFG.max_masks, grid=CFG.grid, p_keep=CFG.p_keep, batch_size=CFG.batch_size))
+        num_masks=CFG.max_masks, grid=CFG.grid, p_keep=CFG.p_keep, batch_size=CFG.batch_size,
+        control_variate=base.control_variate))
     assert int(out.num_masks) == CFG.max_masks
     np.testing.assert_allclose(np.asarray(out.saliency), np.asarray(fixed), rtol=1e-5, atol=1e-7)
 
 
-def test_stops_at_the_first_block_under_the_tolerance(key, problem):
+@pytest.mark.parametrize("base", [CFG, CV], ids=["plain", "control_variate"])
+def test_stops_at_the_first_block_under_the_tolerance(key, problem, base):
     model_fn, region, image = problem
-    errors = _numpy_relative_errors(region, image, key, CFG)
+    errors = _numpy_relative_errors(region, image, key, base)
     # A block whose error is under every earlier one past min_masks: put the tolerance between.
-    eligible = [(n, r, s) for n, r, s in errors if n >= CFG.min_masks]
+    eligible = [(n, r, s) for n, r, s in errors if n >= base.min_masks]
     stop = next(i for i in range(1, len(eligible))
                 if eligible[i][1] < min(r for _, r, _ in eligible[:i]) - 1e-3)
     r_mid = (eligible[stop][1] + min(r for _, r, _ in eligible[:stop])) / 2
-    cfg = dataclasses.replace(CFG, tolerance=_one_minus_correlation(r_mid))
+    cfg = dataclasses.replace(base, tolerance=_one_minus_correlation(r_mid))
     out = rise_anytime(key, model_fn, image, 0, config=cfg, baseline=0.0)
     n, r, s = eligible[stop]
-    assert int(out.num_masks) == n < CFG.max_masks
+    assert int(out.num_masks) == n < base.max_masks
     np.testing.assert_allclose(float(out.relative_error), r, rtol=1e-4)
     np.testing.assert_allclose(np.asarray(out.saliency), s, rtol=1e-5, atol=1e-6)
+
+
+def test_the_control_variate_removes_noise_without_moving_the_map(key, problem):
+    model_fn, region, image = problem
+    plain = _numpy_relative_errors(region, image, key, CFG)
+    cv = _numpy_relative_errors(region, image, key, CV)
+    # Same masks, same expectation: the two centred maps converge to one another ...
+    gap = [np.linalg.norm(a[2] - a[2].mean() - b[2] + b[2].mean())
+           / np.linalg.norm(b[2] - b[2].mean()) for a, b in zip(plain, cv)]
+    assert gap[-1] < gap[0] / 3
+    # ... and from min_masks on, the control variate's error is less than half plain RISE's.
+    assert all(c[1] < p[1] / 2 for p, c in zip(plain, cv) if c[0] >= CV.min_masks)
+    full = rise_anytime(key, model_fn, image, 0, config=CV, baseline=0.0)
+    np.testing.assert_allclose(np.asarray(full.saliency), cv[-1][2], rtol=1e-5, atol=1e-6)
+
+
+def test_the_control_variate_map_of_a_constant_score_is_exact(key, problem):
+    _, _, image = problem
+    flat = jax.tree_util.Partial(lambda w, x: jnp.ones((x.shape[0], 2)) * w, jnp.float32(0.3))
+    out = rise_anytime(key, flat, image, 0, config=dataclasses.replace(CV, tolerance=0.01))
+    assert int(out.num_masks) == CV.min_masks and float(out.relative_error) == 0.0
+    np.testing.assert_allclose(np.asarray(out.saliency), 0.3, rtol=1e-5)
 
 
 def test_an_exact_map_stops_at_min_masks_and_a_flat_one_never(key, problem):
@@ -100,7 +132,7 @@ def test_an_exact_map_stops_at_min_masks_and_a_flat_one_never(key, problem):
 @pytest.mark.slow
 def test_result_does_not_depend_on_batch_size(key, problem):
     model_fn, _, image = problem
-    cfg = dataclasses.replace(CFG, tolerance=0.2)
+    cfg = dataclasses.replace(CV, tolerance=0.05)
     outs = [rise_anytime(key, model_fn, image, 0, baseline=0.0,
                          config=dataclasses.replace(cfg, batch_size=b)) for b in (5, 16, 32, 64)]
     assert CFG.min_masks < int(outs[0].num_masks) < CFG.max_masks  # the case stops early
@@ -113,7 +145,7 @@ def test_result_does_not_depend_on_batch_size(key, problem):
 @pytest.mark.slow
 def test_jit_equals_eager_and_vmap_equals_loop(key, problem):
     model_fn, _, image = problem
-    cfg = dataclasses.replace(CFG, max_masks=128, tolerance=0.4, min_masks=32)
+    cfg = dataclasses.replace(CV, max_masks=128, tolerance=0.15, min_masks=32)
     out = rise_anytime(key, model_fn, image, 0, config=cfg, baseline=0.0)
     jitted = jax.jit(lambda k, x: rise_anytime(k, model_fn, x, 0, config=cfg, baseline=0.0))(
         key, image)
@@ -170,7 +202,8 @@ def test_progress_and_config_reject_bad_values(key, problem):
                           (dict(tolerance="x"), "tolerance"), (dict(tolerance=1.5), "tolerance"),
                           (dict(check_every=0), "check_every"),
                           (dict(min_masks=0), "min_masks"), (dict(max_masks=1.5), "max_masks"),
-                          (dict(p_keep=0.0), "p_keep"), (dict(grid=0), "grid")]:
+                          (dict(p_keep=0.0), "p_keep"), (dict(grid=0), "grid"),
+                          (dict(control_variate=1), "control_variate")]:
         with pytest.raises(ValueError, match=match):
             RiseAnytimeConfig(**kwargs)
     with pytest.raises(ValueError, match="grid"):
@@ -198,7 +231,7 @@ def multi_device_result():
     region[3:9, 5:12] = 1.0
     model_fn = jax.tree_util.Partial(_region_apply, jnp.asarray(region))
     image = np.random.default_rng(0).uniform(0.5, 1.0, (*HW, 3)).astype(np.float32)
-    cfg = dataclasses.replace(CFG, tolerance=0.2, batch_size=8)
+    cfg = dataclasses.replace(CV, tolerance=0.05, batch_size=8)
     fn = jax.jit(lambda x: rise_anytime(jax.random.key(0), model_fn, x, 0, config=cfg,
                                         baseline=0.0))
     compiled = fn.lower(image).compile()

@@ -60,6 +60,11 @@ class RiseConfig:
         ``CPU_BATCH_SIZE`` on a CPU, ``ACCELERATOR_BATCH_SIZE`` (the reference code's
         ``gpu_batch=100``) on a GPU or TPU. The map does not depend on it beyond float
         summation order (mask ``i`` comes from ``fold_in(key, i)``).
+      control_variate: ``False`` (default): the paper's estimator (eq. 6). ``True``: the same
+        expectation with less noise, ``S(λ) = f̄ + 1/((N - 1) p) Σ_i (f_i - f̄) M_i(λ)`` (the
+        sample covariance of score and mask; unbiased because ``E[M(λ)] = p``); it removes
+        plain RISE's noise term ``f̄ (Σ_i M_i(λ) / (N p) - 1)``. Not the paper's map at finite
+        ``N``: a shift and less noise (``benchmarks/bench_rise_anytime.py``).
 
     The defaults are the paper's for ResNet50 (P-RISE §4.2: ``N = 8000``, ``s = 7``,
     ``p = 0.5``; ``N = 4000`` for VGG16). On a CPU a small chunk is faster and smaller:
@@ -74,9 +79,13 @@ class RiseConfig:
     grid: int | tuple[int, int] = 7
     p_keep: float = 0.5
     batch_size: int | None = None
+    control_variate: bool = False
 
     def __post_init__(self):
         validation.check_positive_int(self.num_masks, "num_masks")
+        if not isinstance(self.control_variate, bool):
+            raise ValueError(f"control_variate must be True or False, got "
+                             f"{self.control_variate!r}")
         if self.batch_size is not None:
             validation.check_positive_int(self.batch_size, "batch_size")
         s_h, s_w = masks.grid_pair(self.grid, "grid")
@@ -155,13 +164,13 @@ def report_chunk(call_id, valid, after):
 # --------------------------------------------------------------------------- estimator
 
 
-def _weighted_sum_target(scores, mask_chunk, target):
-    return jnp.einsum("n,nhw->hw", scores[:, target], mask_chunk, precision=_HIGHEST)
+def _pick_target(scores, target):
+    return scores[:, target]
 
 
-def _weighted_sum_all(scores, mask_chunk, target):
+def _pick_all(scores, target):
     del target
-    return jnp.einsum("nk,nhw->khw", scores, mask_chunk, precision=_HIGHEST)
+    return scores
 
 
 def _masked_scores(model_fn, image, mask_chunk, baseline):
@@ -170,10 +179,13 @@ def _masked_scores(model_fn, image, mask_chunk, baseline):
     return model_fn(masked).astype(jnp.float32)
 
 
-def _rise_sum(weigh, key, model_fn, image, baseline, p_keep, target, *, num_masks, grid,
-              batch_size, call_id=None):
-    """``Σ_i weigh(f(I ⊙ M_i), M_i) / (N p)`` over masks ``0..N-1`` from ``key``, chunked.
-    With a ``call_id`` (traced int32) each chunk reports its progress to the host."""
+def _rise_sum(pick, key, model_fn, image, baseline, p_keep, target, *, num_masks, grid,
+              batch_size, control_variate=False, call_id=None):
+    """The RISE map of the scores ``pick(f(I ⊙ M_i), target)`` (``f32[N]`` or ``f32[N, k]``)
+    over masks ``0..N-1`` from ``key``, chunked: ``Σ_i f_i M_i / (N p)``, or with the control
+    variate ``f̄ + (Σ_i f_i (M_i - p) - f̄ Σ_i (M_i - p)) / ((N - 1) p)`` (sums about ``p``
+    keep float32 from cancelling). With a ``call_id`` (traced int32) each chunk reports its
+    progress to the host."""
     image_hw = image.shape[:2]
 
     def chunk_sum(operands, indices, valid):
@@ -182,30 +194,45 @@ def _rise_sum(weigh, key, model_fn, image, baseline, p_keep, target, *, num_mask
                                          image_hw=image_hw)
         scores = _masked_scores(model_fn, image, mask_chunk, baseline)
         scores = jnp.where(valid[:, None], scores, 0.0)  # padding masks past N weigh nothing
-        total = weigh(scores, mask_chunk, target)
+        f = pick(scores, target)
+        if control_variate:
+            centred = jnp.where(valid[:, None, None], mask_chunk - p_keep, 0.0)
+            total = (jnp.einsum("n...,nhw->...hw", f, centred, precision=_HIGHEST),
+                     jnp.sum(f, axis=0), jnp.sum(centred, axis=0))
+        else:
+            total = jnp.einsum("n...,nhw->...hw", f, mask_chunk, precision=_HIGHEST)
         if call_id is not None:
-            report_chunk(call_id, valid, total)
+            report_chunk(call_id, valid, jax.tree.leaves(total)[0])
         return total
 
     total = sharding.sharded_chunk_sum(
         chunk_sum, (key, model_fn, image, baseline, p_keep, target, call_id),
         num_items=num_masks, chunk_size=batch_size,
     )
-    return total / (num_masks * p_keep)
+    if not control_variate:
+        return total / (num_masks * p_keep)
+    weighted, sum_f, sum_m = total
+    mean_f = (sum_f / num_masks)[..., None, None]  # f32[1, 1] or f32[k, 1, 1]
+    sum_m = jnp.broadcast_to(sum_m, weighted.shape)
+    return mean_f + (weighted - mean_f * sum_m) / (max(num_masks - 1, 1) * p_keep)
 
 
-@functools.partial(jax.jit, static_argnames=("num_masks", "grid", "batch_size"))
+@functools.partial(jax.jit, static_argnames=("num_masks", "grid", "batch_size",
+                                             "control_variate"))
 def _rise_target(key, model_fn, image, target, baseline, p_keep, call_id=None, *, num_masks,
-                 grid, batch_size):
-    return _rise_sum(_weighted_sum_target, key, model_fn, image, baseline, p_keep, target,
-                     num_masks=num_masks, grid=grid, batch_size=batch_size, call_id=call_id)
+                 grid, batch_size, control_variate=False):
+    return _rise_sum(_pick_target, key, model_fn, image, baseline, p_keep, target,
+                     num_masks=num_masks, grid=grid, batch_size=batch_size,
+                     control_variate=control_variate, call_id=call_id)
 
 
-@functools.partial(jax.jit, static_argnames=("num_masks", "grid", "batch_size"))
+@functools.partial(jax.jit, static_argnames=("num_masks", "grid", "batch_size",
+                                             "control_variate"))
 def _rise_all(key, model_fn, image, baseline, p_keep, call_id=None, *, num_masks, grid,
-              batch_size):
-    return _rise_sum(_weighted_sum_all, key, model_fn, image, baseline, p_keep, None,
-                     num_masks=num_masks, grid=grid, batch_size=batch_size, call_id=call_id)
+              batch_size, control_variate=False):
+    return _rise_sum(_pick_all, key, model_fn, image, baseline, p_keep, None,
+                     num_masks=num_masks, grid=grid, batch_size=batch_size,
+                     control_variate=control_variate, call_id=call_id)
 
 
 def _call_id_operand(progress, total):
@@ -236,7 +263,8 @@ def _prepare(model_fn, image, config, baseline):
     num_classes = validation.num_classes_of(model_fn, image)
     baseline = baselines.resolve_baseline(model_fn, image, baseline)
     static = dict(num_masks=config.num_masks, grid=grid,
-                  batch_size=min(config.resolved_batch_size(), config.num_masks))
+                  batch_size=min(config.resolved_batch_size(), config.num_masks),
+                  control_variate=config.control_variate)
     return jnp.asarray(image, jnp.float32), baseline, num_classes, static
 
 
@@ -245,7 +273,9 @@ def rise(key, model_fn: ModelFn, image, target, *, config: RiseConfig = DEFAULT_
     """The RISE saliency map of class ``target``: ``f32[h, w]``.
 
     ``S(λ) = 1/(N·p) Σ_i f_target(I ⊙ M_i) M_i(λ)`` over ``N = config.num_masks`` masks drawn
-    from ``key`` (P-RISE eq. 6; reference ``RISE.forward``, normalised by ``N·p_keep``).
+    from ``key`` (P-RISE eq. 6; reference ``RISE.forward``, normalised by ``N·p_keep``); with
+    ``config.control_variate``, ``f̄ + 1/((N-1)·p) Σ_i (f_i - f̄) M_i(λ)``, the same
+    expectation with less noise.
 
     Args:
       key: PRNG key (``jax.random.key``); the same key gives a bit-identical map.

@@ -1,12 +1,23 @@
-"""Anytime RISE: the RISE estimator that stops once its map has converged.
+"""Anytime RISE: the RISE estimator with a control variate, stopped once its map has converged.
 
-RISE's map is the mean of per-mask contributions ``x_i(λ) = f_c(I ⊙ M_i) M_i(λ) / p`` (P-RISE
-eq. 6). Its Monte-Carlo error is known as it runs. The map is used by ranking its pixels
-(deletion, insertion, pointing) and compared by correlation, so only the error of the map's
-*centred* part matters: a shift common to all pixels changes no ranking. With ``n`` masks and
-``x̃_i = x_i - mean_λ x_i`` the centred contributions, the error and the relative error are
+RISE's map is the mean of per-mask contributions ``y_i(λ) = f_i M_i(λ) / p`` with ``f_i =
+f_c(I ⊙ M_i)`` (P-RISE eq. 6). Every pixel of a RISE mask has ``E[M_i(λ)] = p`` (bilinear
+weights of Bernoulli(p) cells sum to one), so ``E[y(λ)] = E[f] + Cov(f, M(λ)) / p``, and the
+same expectation is estimated with far less noise by
 
-    se² = Σ_λ var_i x̃_i(λ) / n,        r_n = se / ||S_n - mean_λ S_n||_2.
+    S_n(λ) = f̄ + 1/((n - 1) p) Σ_i (f_i - f̄) M_i(λ)  =  f̄ + n/(n - 1) (ȳ(λ) - f̄ z̄(λ)),
+
+``z_i = M_i / p``: the sample covariance replaces the product, which removes the noise
+``f̄ (z̄(λ) - 1)`` of plain RISE (a control variate; unbiased, same map in expectation). Its
+per-mask contributions are ``u_i = y_i - f̄ z_i``. ``control_variate=False`` gives plain RISE,
+``S_n = ȳ``, ``u_i = y_i``.
+
+Its Monte-Carlo error is known as it runs. The map is used by ranking its pixels (deletion,
+insertion, pointing) and compared by correlation, so only the error of the map's *centred* part
+matters: a shift common to all pixels changes no ranking. With ``ũ_i = u_i - mean_λ u_i``, the
+error and the relative error are
+
+    se² = Σ_λ var_i ũ_i(λ) / n,        r_n = se / ||S_n - mean_λ S_n||_2.
 
 With ``S_n = S_∞ + e`` and ``||e||² ≈ se²`` (noise uncorrelated with the map), the Pearson
 correlation of ``S_n`` with the map of infinitely many masks is ``ρ_n ≈ ||S_∞ - mean|| / ||S_n -
@@ -14,21 +25,22 @@ mean|| ≈ sqrt(1 - r_n²)``. ``tolerance`` bounds ``1 - ρ_n``: the estimator d
 of ``check_every`` and stops after the first block at which ``n >= min_masks`` and
 ``1 - sqrt(1 - r_n²) < tolerance`` (i.e. ``r_n² < tolerance (2 - tolerance)``), or at
 ``max_masks``. ``tolerance = 0.05`` asks for a map whose estimated correlation with the
-converged one is above 0.95. A map with no error (``se = 0``) has converged; ``tolerance = 0``
-never stops early: the result is then fixed-N RISE with ``N = max_masks``. Since ``se ∝ 1/√n``,
-``1 - ρ_n ≈ r_n² / 2`` falls like ``1/n``: halving the tolerance about doubles the masks.
+converged one is above 0.95. A map with no error (``se`` under 1e-5 of the map's RMS, float32's
+resolution) has converged; ``tolerance = 0`` never stops early. Since ``se ∝ 1/√n``, ``1 - ρ_n
+≈ r_n² / 2`` falls like ``1/n``: halving the tolerance about doubles the masks.
 
-The loop is compiled: a ``lax.while_loop`` over blocks whose carry is the running mean of the
-contributions and their sums of squared deviations, per pixel and of the per-mask pixel mean
-``mean_λ x_i`` (``Σ_λ var x̃(λ) = Σ_λ var x(λ) - h w · var(mean_λ x)``); Chan et al.'s
-pairwise update of Welford's running variance, one block at a time; inside a block the squares
-are taken about the running mean, so they do not cancel. Each block's chunks of ``batch_size``
-masks are split over all devices by :func:`saliency_jax._src.sharding.sharded_chunk_sum`, as in
-fixed-N RISE; memory is one chunk plus two ``h x w`` maps whatever ``max_masks``. Mask ``i``
-comes from ``fold_in(key, i)`` and the stopping checks sit at multiples of ``check_every``
-whatever the batch size, so the masks used and the map do not depend on ``batch_size`` or the
-number of devices beyond float summation order. This is CB-RISE's idea (a Welford convergence
-stop), made part of the compiled call.
+The loop is compiled: a ``lax.while_loop`` over blocks whose carry is the running means of
+``f``, ``y`` and ``z`` and their co-moments ``Σ (a - ā)(b - b̄)``, per pixel and of the per-mask
+pixel means (``Σ_λ var ũ(λ) = Σ_λ var u(λ) - h w · var(mean_λ u)``, and ``var u = var y - 2 f̄
+cov(y, z) + f̄² var z``); Chan et al.'s pairwise update, one block at a time; inside a block the
+products are taken about the running means, so they do not cancel. Each block's chunks of
+``batch_size`` masks are split over all devices by
+:func:`saliency_jax._src.sharding.sharded_chunk_sum`, as in fixed-N RISE; memory is one chunk
+plus five ``h x w`` maps whatever ``max_masks``. Mask ``i`` comes from ``fold_in(key, i)`` and
+the stopping checks sit at multiples of ``check_every`` whatever the batch size, so the masks
+used and the map do not depend on ``batch_size`` or the number of devices beyond float
+summation order. The stop is CB-RISE's idea (a Welford convergence stop), made part of the
+compiled call.
 """
 
 from __future__ import annotations
@@ -63,9 +75,11 @@ class RiseAnytimeConfig:
       min_masks: no stop before this many masks (the variance estimate needs some).
       tolerance: stop when ``1 - sqrt(1 - r_n²)``, one minus the map's estimated correlation
         with the map of infinitely many masks, falls under it; in [0, 1] (traced). 0 never
-        stops early; 0.05 stops at an estimated correlation above 0.95. The default, 0.02,
-        is the largest whose maps matched fixed-N 4000's correlation with an 8000-mask map
-        (within 0.005) on 16 ``saliency_shapes`` train images (``bench_rise_anytime.py``).
+        stops early; 0.05 stops at an estimated correlation above 0.95.
+      control_variate: estimate the map as ``f̄ + Cov(f, M) / p`` (the same expectation as
+        RISE, less noise); ``False`` is plain RISE. With ``tolerance = 0`` the map is
+        :func:`saliency_jax.rise`'s with ``num_masks = max_masks`` and the same
+        ``control_variate``.
     """
 
     max_masks: int = 8000
@@ -75,6 +89,7 @@ class RiseAnytimeConfig:
     check_every: int = 500
     min_masks: int = 1000
     tolerance: float = 0.02
+    control_variate: bool = True
 
     def __post_init__(self):
         for name in ("max_masks", "batch_size", "check_every", "min_masks"):
@@ -89,13 +104,17 @@ class RiseAnytimeConfig:
         validation.check_probability(self.p_keep, "p_keep")
         if not 0.0 <= self.tolerance <= 1.0:
             raise ValueError(f"tolerance must be a number in [0, 1], got {self.tolerance}")
+        if not isinstance(self.control_variate, bool):
+            raise ValueError(f"control_variate must be True or False, got "
+                             f"{self.control_variate!r}")
 
 
 class RiseAnytimeResult(NamedTuple):
     """What :func:`rise_anytime` returns.
 
     Attributes:
-      saliency: ``f32[h, w]``, the RISE map of the masks used.
+      saliency: ``f32[h, w]``, the map of the masks used (with the control variate unless the
+        config turns it off).
       num_masks: ``i32[]``, the masks (model queries) used.
       relative_error: ``f32[]``, ``r_n`` at the stop (the relative standard error of the
         centred map); ``sqrt(1 - r_n²)`` estimates its correlation with the converged map.
@@ -109,47 +128,105 @@ class RiseAnytimeResult(NamedTuple):
 DEFAULT_CONFIG = RiseAnytimeConfig()
 
 
-def relative_error(count, mean, m2, m2_bar):
-    """``r_n = ||se|| / ||mean - mean_λ mean||`` of the centred map, from the running moments:
-    ``m2`` per pixel and ``m2_bar`` of the per-mask pixel mean (0 when ``se = 0``)."""
-    count = jnp.asarray(count, jnp.float32)
-    noise = jnp.maximum(jnp.sum(m2) - m2.size * m2_bar, 0.0)
-    se_sq = noise / (count * jnp.maximum(count - 1.0, 1.0))
-    spread_sq = jnp.sum(jnp.square(mean - jnp.mean(mean)))
-    return jnp.where(se_sq > 0, jnp.sqrt(se_sq / jnp.maximum(spread_sq, 1e-30)), 0.0)
+class _Moments(NamedTuple):
+    """Running moments of ``f``, ``y = f M / p`` and ``z = M / p`` over the masks so far:
+    means, and co-moments ``Σ (a - ā)(b - b̄)`` per pixel and of the per-mask pixel means."""
+
+    count: jax.Array  # f32[]
+    mean_f: jax.Array  # f32[]
+    mean_y: jax.Array  # f32[h, w]
+    mean_z: jax.Array  # f32[h, w]
+    c_yy: jax.Array  # f32[h, w]
+    c_yz: jax.Array
+    c_zz: jax.Array
+    cbar_yy: jax.Array  # f32[], of mean_λ y_i and mean_λ z_i
+    cbar_yz: jax.Array
+    cbar_zz: jax.Array
 
 
-def _block_moments(operands, start, shift, *, block, max_masks, grid, batch_size, image_hw,
-                   call_id):
-    """``(count, Σ x_i, Σ (x_i - shift)², Σ (mean_λ x_i - mean_λ shift)²)`` over masks
-    ``start .. start + block - 1`` (< N)."""
+def _saliency(m: _Moments, control_variate: bool):
+    """Plain RISE ``ȳ``, or ``f̄ + n/(n-1) (ȳ - f̄ z̄)`` with the control variate."""
+    if not control_variate:
+        return m.mean_y
+    return m.mean_f + (m.mean_y - m.mean_f * m.mean_z) * (m.count / jnp.maximum(m.count - 1, 1))
+
+
+def _relative_error(m: _Moments, control_variate: bool):
+    """``r_n = se / ||S_n - mean_λ S_n||`` of the centred map (0 when ``se`` is under float32's
+    resolution of the map, 1e-5 of its RMS)."""
+    beta = m.mean_f if control_variate else 0.0
+
+    def residual(c_yy, c_yz, c_zz):  # Σ_i (u_i - ū)², u = y - β z
+        return c_yy - 2.0 * beta * c_yz + beta * beta * c_zz
+
+    noise = (jnp.sum(residual(m.c_yy, m.c_yz, m.c_zz))
+             - m.c_yy.size * residual(m.cbar_yy, m.cbar_yz, m.cbar_zz))
+    se_sq = jnp.maximum(noise, 0.0) / (m.count * jnp.maximum(m.count - 1.0, 1.0))
+    sal = _saliency(m, control_variate)
+    spread_sq = jnp.sum(jnp.square(sal - jnp.mean(sal)))
+    exact = se_sq <= 1e-10 * jnp.sum(jnp.square(sal))
+    return jnp.where(exact, 0.0, jnp.sqrt(se_sq / jnp.maximum(spread_sq, 1e-30)))
+
+
+def _block_moments(operands, start, shift_y, shift_z, *, block, max_masks, grid, batch_size,
+                   image_hw, call_id):
+    """Sums over masks ``start .. start + block - 1`` (< N): ``(n, Σ f, Σ y, Σ z)`` and the
+    co-moment sums about the shifts, per pixel and of the pixel means."""
 
     def chunk_sum(ops, indices, valid):
-        key, model_fn, image, baseline, p_keep, target, start, shift, call_id = ops
+        key, model_fn, image, baseline, p_keep, target, start, shift_y, shift_z, call_id = ops
         indices = start + indices
         valid = valid & (indices < max_masks)
         mask_chunk = masks.rise_masks_at(key, indices, grid=grid, p_keep=p_keep,
                                          image_hw=image_hw)
         scores = rise._masked_scores(model_fn, image, mask_chunk, baseline)[:, target]
-        weight = jnp.where(valid, scores / p_keep, 0.0)  # padding masks weigh nothing
-        x = weight[:, None, None] * mask_chunk
-        dev = jnp.where(valid[:, None, None], x - shift[None], 0.0)
-        dev_bar = jnp.mean(dev, axis=(1, 2))  # zero for padding masks
-        out = (jnp.sum(valid.astype(jnp.int32)),
-               jnp.einsum("n,nhw->hw", weight, mask_chunk, precision=_HIGHEST),
-               jnp.sum(jnp.square(dev), axis=0), jnp.sum(jnp.square(dev_bar)))
+        f = jnp.where(valid, scores, 0.0)  # padding masks weigh nothing
+        on = valid.astype(jnp.float32)[:, None, None]
+        z = on * mask_chunk / p_keep
+        y = f[:, None, None] * z
+        dy, dz = on * (y - shift_y[None]), on * (z - shift_z[None])
+        dy_bar, dz_bar = jnp.mean(dy, axis=(1, 2)), jnp.mean(dz, axis=(1, 2))
+        out = (jnp.sum(valid.astype(jnp.int32)), jnp.sum(f),
+               jnp.einsum("n,nhw->hw", f / p_keep, mask_chunk, precision=_HIGHEST),
+               jnp.sum(z, axis=0), jnp.sum(dy * dy, axis=0), jnp.sum(dy * dz, axis=0),
+               jnp.sum(dz * dz, axis=0), jnp.sum(dy_bar * dy_bar), jnp.sum(dy_bar * dz_bar),
+               jnp.sum(dz_bar * dz_bar))
         if call_id is not None:
-            rise.report_chunk(call_id, valid, out[1])
+            rise.report_chunk(call_id, valid, out[2])
         return out
 
     return sharding.sharded_chunk_sum(
-        chunk_sum, (*operands, start, shift, call_id), num_items=block, chunk_size=batch_size)
+        chunk_sum, (*operands, start, shift_y, shift_z, call_id), num_items=block,
+        chunk_size=batch_size)
+
+
+def _merge(m: _Moments, sums) -> _Moments:
+    """Chan et al.'s pairwise update: the running moments with one more block's sums."""
+    n_b, sum_f, sum_y, sum_z, q_yy, q_yz, q_zz, qbar_yy, qbar_yz, qbar_zz = sums
+    n_b = n_b.astype(jnp.float32)
+    total = m.count + n_b
+    weight = m.count * n_b / jnp.maximum(total, 1.0)
+    # The block's squares are about the old means (the shifts): d = block mean - old mean.
+    d_y = sum_y / jnp.maximum(n_b, 1.0) - m.mean_y
+    d_z = sum_z / jnp.maximum(n_b, 1.0) - m.mean_z
+    d_f = sum_f / jnp.maximum(n_b, 1.0) - m.mean_f
+    dbar_y, dbar_z = jnp.mean(d_y), jnp.mean(d_z)
+
+    def co(c, q, a, b):
+        return c + q - n_b * a * b + a * b * weight
+
+    grow = n_b / jnp.maximum(total, 1.0)
+    return _Moments(total, m.mean_f + d_f * grow, m.mean_y + d_y * grow, m.mean_z + d_z * grow,
+                    co(m.c_yy, q_yy, d_y, d_y), co(m.c_yz, q_yz, d_y, d_z),
+                    co(m.c_zz, q_zz, d_z, d_z), co(m.cbar_yy, qbar_yy, dbar_y, dbar_y),
+                    co(m.cbar_yz, qbar_yz, dbar_y, dbar_z),
+                    co(m.cbar_zz, qbar_zz, dbar_z, dbar_z))
 
 
 @functools.partial(jax.jit, static_argnames=("max_masks", "grid", "batch_size", "check_every",
-                                             "min_masks"))
+                                             "min_masks", "control_variate"))
 def _rise_anytime(key, model_fn, image, target, baseline, p_keep, tolerance, call_id=None, *,
-                  max_masks, grid, batch_size, check_every, min_masks):
+                  max_masks, grid, batch_size, check_every, min_masks, control_variate):
     image_hw = image.shape[:2]
     operands = (key, model_fn, image, baseline, p_keep, target)
     check_every = min(check_every, max_masks)
@@ -157,35 +234,23 @@ def _rise_anytime(key, model_fn, image, target, baseline, p_keep, tolerance, cal
     moments = functools.partial(_block_moments, block=check_every, max_masks=max_masks,
                                 grid=grid, batch_size=min(batch_size, check_every),
                                 image_hw=image_hw, call_id=call_id)
-
     threshold = tolerance * (2.0 - tolerance)  # 1 - sqrt(1 - r²) < tol  <=>  r² < tol (2 - tol)
 
     def cond(carry):
-        block, count, mean, m2, m2_bar = carry
-        r = relative_error(count, mean, m2, m2_bar)
-        converged = (count >= min_masks) & (jnp.square(r) < threshold)
+        block, m = carry
+        r = _relative_error(m, control_variate)
+        converged = (m.count >= min_masks) & (jnp.square(r) < threshold)
         return (block < num_blocks) & ~converged
 
     def body(carry):
-        block, count, mean, m2, m2_bar = carry
-        n_b, sum_b, sq_b, sq_bar_b = moments(operands, block * check_every, mean)
-        n_b = n_b.astype(jnp.float32)
-        mean_b = sum_b / jnp.maximum(n_b, 1.0)
-        total = count + n_b
-        delta = mean_b - mean
-        delta_bar = jnp.mean(delta)
-        # Squares about the block's own mean, then Chan's update, per pixel and for mean_λ x.
-        m2 = m2 + sq_b - n_b * jnp.square(delta) + jnp.square(delta) * (count * n_b / total)
-        m2_bar = (m2_bar + sq_bar_b - n_b * jnp.square(delta_bar)
-                  + jnp.square(delta_bar) * (count * n_b / total))
-        mean = mean + delta * (n_b / total)
-        return block + 1, total, mean, m2, m2_bar
+        block, m = carry
+        return block + 1, _merge(m, moments(operands, block * check_every, m.mean_y, m.mean_z))
 
-    zeros = jnp.zeros(image_hw, jnp.float32)
-    _, count, mean, m2, m2_bar = jax.lax.while_loop(
-        cond, body, (jnp.int32(0), jnp.float32(0.0), zeros, zeros, jnp.float32(0.0)))
-    return RiseAnytimeResult(mean, count.astype(jnp.int32),
-                             relative_error(count, mean, m2, m2_bar))
+    zeros, zero = jnp.zeros(image_hw, jnp.float32), jnp.float32(0.0)
+    start = _Moments(zero, zero, zeros, zeros, zeros, zeros, zeros, zero, zero, zero)
+    _, m = jax.lax.while_loop(cond, body, (jnp.int32(0), start))
+    return RiseAnytimeResult(_saliency(m, control_variate), m.count.astype(jnp.int32),
+                             _relative_error(m, control_variate))
 
 
 def rise_anytime(key, model_fn: ModelFn, image, target, *,
@@ -194,13 +259,15 @@ def rise_anytime(key, model_fn: ModelFn, image, target, *,
     """RISE of class ``target`` that stops when its map has converged: a
     :class:`RiseAnytimeResult` ``(saliency f32[h, w], num_masks i32[], relative_error f32[])``.
 
-    ``S_n(λ) = 1/(n·p) Σ_{i<n} f_target(I ⊙ M_i) M_i(λ)`` (P-RISE eq. 6) with ``n`` the first
-    multiple of ``check_every`` (at least ``min_masks``) at which the centred map's relative
-    standard error ``r_n = ||se|| / ||S_n - mean S_n||`` gives ``1 - sqrt(1 - r_n²) <
-    tolerance`` (its estimated correlation with the converged map exceeds ``1 - tolerance``),
-    else ``n = max_masks``. The
-    masks are those of :func:`saliency_jax.rise` with the same key, so with ``tolerance=0`` the
-    map is ``rise(key, ..., config=RiseConfig(num_masks=max_masks, ...))``.
+    ``S_n(λ) = f̄ + 1/((n - 1) p) Σ_{i<n} (f_i - f̄) M_i(λ)``, ``f_i = f_target(I ⊙ M_i)`` (the
+    expectation of P-RISE eq. 6 with a control variate; ``config.control_variate=False``: eq. 6,
+    ``1/(n p) Σ f_i M_i(λ)``) with ``n`` the first multiple of ``check_every`` (at least
+    ``min_masks``) at which the centred map's relative standard error ``r_n = ||se|| / ||S_n -
+    mean S_n||`` gives ``1 - sqrt(1 - r_n²) < tolerance`` (its estimated correlation with the
+    converged map exceeds ``1 - tolerance``), else ``n = max_masks``. The masks are those of
+    :func:`saliency_jax.rise` with the same key, so with ``tolerance=0`` the map is ``rise(key,
+    ..., config=RiseConfig(num_masks=max_masks, control_variate=config.control_variate,
+    ...))``.
 
     Args:
       key: PRNG key (``jax.random.key``); the same key gives a bit-identical result.
@@ -244,4 +311,4 @@ def rise_anytime(key, model_fn: ModelFn, image, target, *,
                                    jnp.float32(config.tolerance), call_id))
     return _rise_anytime(*operands, max_masks=config.max_masks, grid=static["grid"],
                          batch_size=config.batch_size, check_every=config.check_every,
-                         min_masks=config.min_masks)
+                         min_masks=config.min_masks, control_variate=config.control_variate)
