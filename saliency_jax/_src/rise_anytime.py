@@ -75,7 +75,11 @@ class RiseAnytimeConfig:
       min_masks: no stop before this many masks (the variance estimate needs some).
       tolerance: stop when ``1 - sqrt(1 - r_n²)``, one minus the map's estimated correlation
         with the map of infinitely many masks, falls under it; in [0, 1] (traced). 0 never
-        stops early; 0.05 stops at an estimated correlation above 0.95.
+        stops early; 0.05 stops at an estimated correlation above 0.95. The default, 0.04, is
+        the largest whose control-variate maps matched plain fixed-N 4000's correlation with
+        an 8000-mask map (within 0.005) on 16 ``saliency_shapes`` train images; on 100 test
+        images it then used 5.5x fewer masks than 4000 at equal correlation and AUCs
+        (``benchmarks/bench_rise_anytime.py``).
       control_variate: estimate the map as ``f̄ + Cov(f, M) / p`` (the same expectation as
         RISE, less noise); ``False`` is plain RISE. With ``tolerance = 0`` the map is
         :func:`saliency_jax.rise`'s with ``num_masks = max_masks`` and the same
@@ -88,7 +92,7 @@ class RiseAnytimeConfig:
     batch_size: int = 100
     check_every: int = 500
     min_masks: int = 1000
-    tolerance: float = 0.02
+    tolerance: float = 0.04
     control_variate: bool = True
 
     def __post_init__(self):
