@@ -87,21 +87,25 @@ def _ratio_ci(a, b, draws: int = 2000) -> dict:
 
 
 def rexl_row(ctx, name: str, *, variant: str = "rexl", agent_dir=None,
-             deterministic: bool | None = None, policy_weight: float | None = None):
+             deterministic: bool | None = None, policy_weight: float | None = None,
+             rollouts: tuple[int, int] | None = None):
     """:func:`methods.rexl_method` with the policy term's weight set here (``None``: the agent's
-    ``agent.json``, as the main job runs it) and named in the description when it is > 0."""
+    ``agent.json``, as the main job runs it) and, if given, ``rollouts = (R, T)``: R episodes of T
+    steps averaged (``RexlConfig.num_rollouts`` / ``horizon``); both named in the description."""
     import dataclasses
 
-    from saliency_jax._src.rexl import rexl
+    from saliency_jax._src.rexl import rexl, rexl_num_queries
 
     mode = "insertion" if variant == "rexl_insertion" else "deletion"
-    base = methods.rexl_method(ctx, mode=mode, variant=variant, agent_dir=agent_dir,
-                               deterministic=deterministic, name=name)
-    params, config, features, _ = agents.rexl_agent_for(
+    methods.rexl_method(ctx, mode=mode, variant=variant, agent_dir=agent_dir,  # available?
+                        deterministic=deterministic, name=name)
+    params, config, features, meta = agents.rexl_agent_for(
         ctx.name, ctx.variables, ctx.image_hw, mode=mode,
         agent_dir=agent_dir or agents.packaged_agent_dir(variant, ctx.name))
     if policy_weight is not None:
         config = dataclasses.replace(config, policy_weight=policy_weight)
+    if rollouts is not None:
+        config = dataclasses.replace(config, num_rollouts=rollouts[0], horizon=rollouts[1])
     _, _, fused = agents.black_box(ctx.variables, config.stage, model=ctx.name,
                                    image_size=ctx.image_hw[0])
     actions = deterministic if deterministic is not None else config.mask_visited
@@ -110,10 +114,17 @@ def rexl_row(ctx, name: str, *, variant: str = "rexl", agent_dir=None,
         return rexl(key, model_fn, image, target, config=config, agent_params=params,
                     features_fn=features, fused_fn=fused, deterministic=actions)
 
-    description = base.description.split("; + first-step policy")[0]  # the agent's own weight
-    if config.policy_weight:
-        description += f"; + first-step policy, weight {config.policy_weight:g}"
-    return methods.Method(name, explain, base.queries, description)
+    return methods.Method(name, explain, rexl_num_queries(config),
+                          methods.rexl_description(config, meta, actions, params))
+
+
+def _rollouts(name: str) -> tuple[str, tuple[int, int] | None]:
+    """``"rexl_r3x26"`` -> ``("rexl", (3, 26))``: R rollouts of T steps (``--methods``)."""
+    head, _, tail = name.rpartition("_r")
+    if head and "x" in tail and all(part.isdigit() for part in tail.split("x", 1)):
+        r, t = tail.split("x", 1)
+        return head, (int(r), int(t))
+    return name, None
 
 
 _ROWS = {  # name: (variant, deterministic, policy_weight); None = the agent's own setting
@@ -131,11 +142,12 @@ _ROWS = {  # name: (variant, deterministic, policy_weight); None = the agent's o
 def build(args, ctx) -> list[methods.Method]:
     rows = []
     for name in args.methods.split(","):
+        base, rollouts = _rollouts(name)
         try:
-            if name in _ROWS:
-                variant, deterministic, weight = _ROWS[name]
+            if base in _ROWS:
+                variant, deterministic, weight = _ROWS[base]
                 rows.append(rexl_row(ctx, name, variant=variant, deterministic=deterministic,
-                                     policy_weight=weight))
+                                     policy_weight=weight, rollouts=rollouts))
             else:
                 rows.append(methods.build_methods([name], ctx)[0])
         except methods.MethodUnavailableError as err:
@@ -143,7 +155,7 @@ def build(args, ctx) -> list[methods.Method]:
     for spec in args.agent:
         name, path = spec.split("=", 1)
         mode = json.loads((pathlib.Path(path) / "agent.json").read_text())["env"]["mode"]
-        rows.append(rexl_row(ctx, name, agent_dir=path,
+        rows.append(rexl_row(ctx, name, agent_dir=path, rollouts=_rollouts(name)[1],
                              variant="rexl_insertion" if mode == "insertion" else "rexl"))
         if not rows[-1].description.startswith("RExL"):
             raise RuntimeError(name)
@@ -284,14 +296,19 @@ def _fmt(entry, digits=3):
 
 
 def table_section(lines: list[str]) -> None:
-    """The markdown section of ``results/rexl_vs_rise.json`` (for ``make_tables.py``)."""
-    path = common.RESULTS / "rexl_vs_rise.json"
-    if not path.exists():
-        return
-    d = json.loads(path.read_text())
-    if "target" not in d:  # the format before issue 18
-        return
-    lines += ["## RExL vs RISE (`bench_rexl.py`)", "",
+    """The markdown sections of ``results/rexl_vs_rise*.json`` and the agents' learning curves
+    (``results/rexl_training_curves.json``), for ``make_tables.py``."""
+    for name in ("rexl_vs_rise", "rexl_vs_rise_vgg_small"):
+        path = common.RESULTS / f"{name}.json"
+        if path.exists():
+            d = json.loads(path.read_text())
+            if "target" in d:  # the format since issue 18
+                _result_table(lines, d)
+    _curves_table(lines)
+
+
+def _result_table(lines: list[str], d: dict) -> None:
+    lines += [f"## RExL vs RISE, {d['model']} (`bench_rexl.py`)", "",
               f"{d['model']}, {d['num_images']} {d['split']} images"
               + (f" (of {d['num_images_planned']} planned: a partial run, resumable)"
                  if d.get("num_images_planned", d["num_images"]) > d["num_images"] else "")
@@ -299,13 +316,19 @@ def table_section(lines: list[str]) -> None:
               f"{d['step']} px. Means with 95 % intervals (AUCs: ±1.96 s.e.; ratios to RISE: "
               "paired bootstrap). Target (issue 18): deletion ≤ 1.05× RISE, insertion ≥ 0.95× "
               "RISE at ≤ 1/50 of its queries. Each RExL row names its MDP: the *reference* "
-              "MDP is the released code's (noise substrate, revisits allowed); the first-step policy "
-              "term (`RexlConfig.policy_weight`, no extra query) was chosen on the validation "
-              "split (`results/rexl_select_inference_validation.json`).", "",
-              "| method | what | queries | deletion ↓ | insertion ↑ | del. ÷ RISE | "
+              "MDP is the released code's (noise substrate, revisits allowed). Inference choices "
+              "that are not the code's, chosen on the validation split: R sampled episodes of T "
+              "steps averaged (`RexlConfig(num_rollouts=R, horizon=T)`, "
+              "`results/rexl_select_rollouts.json`), the first-step policy term "
+              "(`RexlConfig.policy_weight`, `results/rexl_select_inference_validation.json`).",
+              "", "| method | what | queries | deletion ↓ | insertion ↑ | del. ÷ RISE | "
               "ins. ÷ RISE | target | s / image |", "|---|---|---|---|---|---|---|---|---|"]
     for r in d["results"]:
         what = r["description"].split(";")[0].replace("RExL (", "")
+        if "rollout(s) of" in r["description"]:
+            rollouts = r["description"].split("; ")[-1].split(" rollout(s) of ")
+            if len(rollouts) == 2:
+                what += f" + {rollouts[0]} episodes of {rollouts[1].split()[0]} steps averaged"
         if "first-step policy" in r["description"]:
             what += " + first-step policy ×" + r["description"].rsplit("weight ", 1)[-1]
         del_r = _fmt(r["deletion_vs_rise"], 2) if "deletion_vs_rise" in r else ""
@@ -318,6 +341,24 @@ def table_section(lines: list[str]) -> None:
     lines += ["", f"Measured on {env.get('device_kind', '?')} ({env.get('cpu_count')} cores), "
               f"load average {d.get('load_average_start')} at the start, "
               f"{env.get('load_average')} at the end. Command: `{d['command']}`.", ""]
+
+
+def _curves_table(lines: list[str]) -> None:
+    path = common.RESULTS / "rexl_training_curves.json"
+    if not path.exists():
+        return
+    d = json.loads(path.read_text())
+    lines += ["## RExL learning curves (`train_default_agents.py`)", "",
+              "Mean episode return (the sum over the 49 steps of −p_c(canvas), higher is better) "
+              "of each tenth of a training run, left to right; full histories in "
+              "`results/rexl_training_curves.json`. " + d.get("note", ""), "",
+              "| run | updates | return by tenth of the run | wall s |", "|---|---|---|---|"]
+    for name, run in d["runs"].items():
+        returns = np.asarray(run["history"]["episode_return"], np.float64)
+        tenths = [float(part.mean()) for part in np.array_split(returns, min(10, len(returns)))]
+        lines.append(f"| {name} | {len(returns)} | {' '.join(f'{x:.1f}' for x in tenths)} | "
+                     f"{run.get('wall_s', float('nan')):.0f} |")
+    lines.append("")
 
 
 if __name__ == "__main__":

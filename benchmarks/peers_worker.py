@@ -12,7 +12,8 @@ explanation; ``map SEED PATH`` -> saves the map ``f32[h, w]`` to ``PATH`` (``.np
 library's venv, after ``sj.sharding.set_cpu_devices()``: one JAX device per core, as the README
 sets up a CPU), ``saliency-jax-one-device`` (the same without it: JAX's one CPU device), and
 under a peers venv ``reference`` (our PyTorch port of eclique/RISE's algorithm: the authors'
-code is not a package), ``torchray``, ``captum-rise``, ``xaitk``,
+code is not a package), ``torchray`` (``torchray-logit``: given logit(p), see below),
+``captum-rise``, ``xaitk``,
 ``xplique-torch`` (Xplique's TorchWrapper on the torch model), ``xplique-keras`` (Keras'
 own ResNet50: another network, random weights). ``export`` writes the torch model's state dict
 (seeded random, or the real EfficientNet-Lite0 weights) to ``--weights`` and exits.
@@ -118,13 +119,23 @@ def torch_explainer(args, image):
         def explain(seed):
             masks = generate_masks(n, s, p, image.shape[:2], np.random.default_rng(seed))
             return rise_forward(model, x, masks, p, b)[t].numpy()
-    elif lib == "torchray":
+    elif lib in ("torchray", "torchray-logit"):
         from torchray.attribution.rise import rise
+
+        # TorchRay scores torch.sigmoid(model(x)) (rise.py, hard-coded): on our softmax outputs
+        # that is sigmoid(p) ≈ 0.5 + p / 4. "torchray-logit" hands it logit(p) instead, so its
+        # sigmoid gives back p: the same score as every other library.
+        class Logit(torch.nn.Module):
+            def forward(self, probs):
+                probs = probs.clamp(1e-7, 1 - 1e-7)
+                return torch.log(probs) - torch.log1p(-probs)
+
+        scored = torch.nn.Sequential(model, Logit()).eval() if lib == "torchray-logit" else model
 
         def explain(seed):
             # TorchRay's ``p`` is documented as the keep probability (masks are rand < p).
             with torch.no_grad():
-                sal = rise(model, x, seed=seed, num_masks=n, num_cells=s, batch_size=b, p=p)
+                sal = rise(scored, x, seed=seed, num_masks=n, num_cells=s, batch_size=b, p=p)
             return sal[0, t].numpy()
     elif lib == "captum-rise":
         from rise import RISE  # captum-rise's module

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from saliency_jax.app import agents, classifiers
+from saliency_jax.app import agents, classifiers, methods
 from saliency_jax.app.train_classifier import evaluate_accuracy, object_reliance
 from saliency_jax.data import shapes
 
@@ -72,6 +72,16 @@ def test_packaged_agents_belong_to_the_packaged_classifier():
     params, config, meta = agents.rlcam_agent_for((112, 112))
     assert config.grid == 7 and meta["classifier_sha256"] == digest
     assert all(np.all(np.isfinite(leaf)) for leaf in _leaves(params))
+
+
+def test_rexl_rollouts_row_is_the_packaged_agent_with_averaged_episodes():
+    variables = agents.load_classifier_variables(model="resnet_small")
+    ctx = methods.model_context("resnet_small", variables, (112, 112))
+    single, averaged = methods.build_methods(["rexl", "rexl_rollouts"], ctx)
+    r, t = methods.REXL_ROLLOUTS
+    assert single.queries == 50 and averaged.queries == 1 + r * t <= 4000 // 50
+    # the packaged agent's own inference is the code's (one episode, no policy term)
+    assert averaged.description == single.description + f"; {r} rollout(s) of {t} steps averaged"
 
 
 def _leaves(tree):

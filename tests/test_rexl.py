@@ -1,5 +1,6 @@
 """The RExL explainer: the evaluate.py saliency formula, scripted agents, contract, bad inputs."""
 
+import dataclasses
 import functools
 
 import jax
@@ -173,6 +174,47 @@ def test_policy_weight_adds_the_first_step_policy(weight):
     np.testing.assert_allclose(sal, expected, atol=1e-6)
 
 
+def test_horizon_stops_the_episode_early():
+    # the scripted episode of the test above cut at T = 8 steps: patch 6 is removed at step 7,
+    # so the map is the full episode's (cells 0..6 at 1) from 1 + 8 queries
+    config = RexlConfig(grid=K, mode="deletion", substrate="baseline", mask_visited=True,
+                        horizon=8, **LAYERS)
+    params = scripted_agent(config, -np.arange(K * K))
+    _CALLS.clear()
+    sal = rexl(jax.random.key(0), region_model(), np.ones((H, W, 3), np.float32), 0,
+               config=config, agent_params=params, features_fn=features())
+    jax.effects_barrier()
+    assert len(_CALLS) == rexl_num_queries(config) == 1 + 8
+    expected = skimage.transform.resize(np.reshape([1.0] * 7 + [0.0] * 9, (K, K)), (H, W),
+                                        order=1, mode="reflect", anti_aliasing=False)
+    np.testing.assert_allclose(sal, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("weight", [0.0, 1.0])
+def test_rollouts_average_independent_episodes(weight):
+    # the reference MDP with sampled actions: R rollouts are the mean of R single episodes of
+    # the split keys (their own substrate and actions), in 1 + R·T queries
+    model_fn, _ = testing.tiny_cnn(jax.random.key(1), (H, W))
+    one = RexlConfig(grid=K, horizon=5, policy_weight=weight, **LAYERS)
+    many = RexlConfig(grid=K, horizon=5, num_rollouts=3, policy_weight=weight, **LAYERS)
+    params = agent(jax.random.key(2), one)
+    image = jax.random.uniform(jax.random.key(3), (H, W, 3))
+    key = jax.random.key(4)
+    run = functools.partial(rexl, model_fn=model_fn, image=image, target=1, agent_params=params,
+                            features_fn=features(), deterministic=False)
+    averaged = run(key, config=many)
+    # min-max maps, averaged before the policy term; the bilinear up-sampling is linear
+    singles = [run(k, config=dataclasses.replace(one, policy_weight=0.0))
+               for k in jax.random.split(key, 3)]
+    policy = run(key, config=dataclasses.replace(one, policy_weight=1e9))  # ≈ the policy alone
+    expected = (np.mean(singles, axis=0) + weight * np.asarray(policy)) / (1 + weight)
+    np.testing.assert_allclose(averaged, expected, atol=1e-5)
+    assert not np.allclose(singles[0], singles[1])
+    assert rexl_num_queries(many) == 1 + 3 * 5
+    np.testing.assert_array_equal(run(key, config=RexlConfig(grid=K, num_rollouts=1, **LAYERS)),
+                                  run(key, config=RexlConfig(grid=K, **LAYERS)))
+
+
 def test_agent_meta_inference_settings():
     meta = {"env": dict(grid=K, mode="deletion", substrate="noise", mask_visited=False,
                         num_class_planes=6, stage="layer3"),
@@ -181,6 +223,10 @@ def test_agent_meta_inference_settings():
     assert RexlConfig.from_agent_meta(meta).policy_weight == 1.0
     assert RexlConfig.from_agent_meta(meta, policy_weight=0.0).policy_weight == 0.0
     assert RexlConfig.from_agent_meta({**meta, "inference": {}}).policy_weight == 0.0
+    rollouts = RexlConfig.from_agent_meta({**meta, "inference": {"num_rollouts": 3,
+                                                                 "horizon": 10}})
+    assert (rollouts.num_rollouts, rollouts.horizon, rollouts.steps) == (3, 10, 10)
+    assert RexlConfig.from_agent_meta(meta).steps == K * K
 
 
 _FUSED_CALLS: list = []
@@ -298,6 +344,12 @@ def test_bad_inputs(contract_setup):
              features_fn=features())
     with pytest.raises(ValueError, match="mode"):
         RexlConfig(mode="both")
+    for bad in (0, True, 1.5):
+        with pytest.raises(ValueError, match="num_rollouts"):
+            RexlConfig(num_rollouts=bad)
+    for bad in (0, 50, True, 2.0):
+        with pytest.raises(ValueError, match="horizon"):
+            RexlConfig(grid=7, horizon=bad)
     with pytest.raises(ValueError, match="substrate"):
         RexlConfig(substrate="blur")
     for weight in (-0.5, float("nan"), "1", True):

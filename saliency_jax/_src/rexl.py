@@ -38,6 +38,13 @@ ties (every cell visited after the probability has collapsed, and every unvisite
 choice, selected on the validation split (``benchmarks/bench_rexl.py``); the packaged agents
 record theirs in ``agent.json`` (``inference``).
 
+Rollouts (``RexlConfig.num_rollouts = R``, ``horizon = T``; default 1 and ``k²``: the code's
+single episode): ``R`` episodes of ``T`` steps each, from independent keys (their own substrate
+and actions), played side by side (one batched pass of ``R`` canvases a step); the map is the
+mean of their normalised trajectory maps (and of their first-step policy terms). With sampled
+actions this averages out the noise of one sampled episode at ``1 + R·T`` queries. Not in the
+paper or its code: an inference choice, like the policy term.
+
 The ``k x k`` map is then up-sampled to the image with the mirror-boundary bilinear matrix of
 :mod:`saliency_jax.masks` (= skimage ``resize(order=1, mode='reflect')``, as the code).
 
@@ -47,7 +54,8 @@ revisits are allowed (the reference MDP, ``mask_visited=False``), a revisit leav
 so the observation unchanged, and an argmax policy then repeats that action to the end of the
 episode; sampling, the code's choice, does not get stuck.
 
-Cost: ``1 + k²`` black-box queries (the original, then one per step) — :func:`rexl_num_queries`.
+Cost: ``1 + R·T`` black-box queries (the original, then one per step of each rollout; ``1 + k²``
+by default) — :func:`rexl_num_queries`.
 With ``fused_fn`` (the encoder is the black box's trunk: one pass gives the scores and the
 features) that is also all the network passes: the original's pass gives ``p_0`` and the first
 state, each step's pass its reward and the next state (+1 trunk pass for insertion, the first
@@ -86,6 +94,10 @@ class RexlConfig:
         inversion guarded; module doc). Not a training setting.
       policy_weight: the weight ``w >= 0`` of the first-step policy term (module doc); 0, the
         code's map, by default. Not a training setting.
+      num_rollouts: episodes ``R >= 1`` whose maps are averaged (module doc); 1, the code's, by
+        default. Not a training setting.
+      horizon: steps ``T`` of each episode, ``1 <= T <= k²``; ``None`` (default) is ``k²``, the
+        code's. Not a training setting.
       num_class_planes: one-hot class planes in the observation (dataset-wide agents), else 0.
       stage: the ``features_fn`` stage; ``None`` for its last.
       pi_layers, vf_layers: the actor-critic's hidden widths.
@@ -97,6 +109,8 @@ class RexlConfig:
     mask_visited: bool = False
     normalisation: str = "minmax"
     policy_weight: float = 0.0
+    num_rollouts: int = 1
+    horizon: int | None = None
     num_class_planes: int = 0
     stage: str | None = None
     pi_layers: tuple[int, ...] = (256, 128)
@@ -115,8 +129,21 @@ class RexlConfig:
                 np.isfinite(weight) and weight >= 0):
             raise ValueError(f"policy_weight must be a finite number >= 0, got {weight!r}")
         object.__setattr__(self, "policy_weight", float(weight))
+        if isinstance(self.num_rollouts, bool) or not isinstance(self.num_rollouts, int) or (
+                self.num_rollouts < 1):
+            raise ValueError(f"num_rollouts must be an integer >= 1, got {self.num_rollouts!r}")
+        if self.horizon is not None and (
+                isinstance(self.horizon, bool) or not isinstance(self.horizon, int)
+                or not 1 <= self.horizon <= self.grid ** 2):
+            raise ValueError(f"horizon must be None or an integer in [1, grid² = "
+                             f"{self.grid ** 2}], got {self.horizon!r}")
         object.__setattr__(self, "pi_layers", tuple(int(n) for n in self.pi_layers))
         object.__setattr__(self, "vf_layers", tuple(int(n) for n in self.vf_layers))
+
+    @property
+    def steps(self) -> int:
+        """Steps per episode: ``horizon``, or ``k²`` when it is ``None``."""
+        return self.grid ** 2 if self.horizon is None else self.horizon
 
     @classmethod
     def from_agent_meta(cls, meta: dict, **overrides) -> RexlConfig:
@@ -125,7 +152,7 @@ class RexlConfig:
         ``overrides`` (settings that are not the agent's, e.g. ``normalisation``)."""
         env, train = meta["env"], meta["train_config"]
         inference = {k: v for k, v in meta.get("inference", {}).items()
-                     if k in ("normalisation", "policy_weight")}
+                     if k in ("normalisation", "policy_weight", "num_rollouts", "horizon")}
         return cls(**{**dict(grid=env["grid"], mode=env["mode"], substrate=env["substrate"],
                              mask_visited=env["mask_visited"],
                              num_class_planes=env["num_class_planes"], stage=env["stage"],
@@ -141,8 +168,8 @@ def _network(config: RexlConfig) -> networks.ActorCritic:
 
 
 def rexl_num_queries(config: RexlConfig = DEFAULT_CONFIG) -> int:
-    """Black-box queries per explanation: ``1 + k²``."""
-    return 1 + config.grid * config.grid
+    """Black-box queries per explanation: ``1 + R·T`` (``1 + k²`` by default)."""
+    return 1 + config.num_rollouts * config.steps
 
 
 def load_rexl_agent(path) -> tuple[dict, RexlConfig]:
@@ -215,33 +242,44 @@ def _rexl(key, model_fn, features_fn, fused_fn, agent_params, image, target, mea
         stage=config.stage,
     )
     network = _network(config)
-    k_noise, k_act = jax.random.split(key)
-    state = rl_env.EnvState(index=jnp.zeros((), jnp.int32),
-                            visited=jnp.zeros((k, k), bool),
-                            substrate=rl_env.draw_substrate(k_noise, params, (h, w)),
-                            t=jnp.zeros((), jnp.int32))
-    # the first canvas: the original (deletion) or the bare substrate (insertion: a trunk pass)
-    first = rl_env.select_features(features_fn(rl_env.canvas(state, params)[None]),
-                                   config.stage)[0] if insertion else feats[0]
 
-    def _step(carry, t):
-        state, feats = carry
-        obs = rl_env.observation(feats, state, params)
-        logits, _ = network.apply(agent_params, obs, rl_env.action_mask(state, params))
-        sampled = jax.random.categorical(jax.random.fold_in(k_act, t), logits)
-        action = jnp.where(deterministic, jnp.argmax(logits), sampled).astype(jnp.int32)
-        visited = state.visited.reshape(-1).at[action].set(True).reshape(k, k)
-        state = rl_env.EnvState(state.index, visited, state.substrate, state.t + 1)
-        scores, feats = fused_fn(rl_env.canvas(state, params)[None])  # reward and next state
-        return ((state, rl_env.select_features(feats, config.stage)[0]),
-                (action, scores[0, target], logits))
+    def episode(key):
+        """One episode of ``config.steps`` steps: the normalised trajectory map and the minmax
+        first-step policy, both ``f32[k, k]``."""
+        k_noise, k_act = jax.random.split(key)
+        state = rl_env.EnvState(index=jnp.zeros((), jnp.int32),
+                                visited=jnp.zeros((k, k), bool),
+                                substrate=rl_env.draw_substrate(k_noise, params, (h, w)),
+                                t=jnp.zeros((), jnp.int32))
+        # the first canvas: the original (deletion) or the bare substrate (insertion: a trunk pass)
+        first = rl_env.select_features(features_fn(rl_env.canvas(state, params)[None]),
+                                       config.stage)[0] if insertion else feats[0]
 
-    _, (actions, scores, logits) = jax.lax.scan(_step, (state, first), jnp.arange(k * k))
-    sal = trajectory_saliency(actions, scores, p0, grid=k, mode=config.mode,
-                              normalisation=config.normalisation)
+        def _step(carry, t):
+            state, feats = carry
+            obs = rl_env.observation(feats, state, params)
+            logits, _ = network.apply(agent_params, obs, rl_env.action_mask(state, params))
+            sampled = jax.random.categorical(jax.random.fold_in(k_act, t), logits)
+            action = jnp.where(deterministic, jnp.argmax(logits), sampled).astype(jnp.int32)
+            visited = state.visited.reshape(-1).at[action].set(True).reshape(k, k)
+            state = rl_env.EnvState(state.index, visited, state.substrate, state.t + 1)
+            scores, feats = fused_fn(rl_env.canvas(state, params)[None])  # reward and next state
+            return ((state, rl_env.select_features(feats, config.stage)[0]),
+                    (action, scores[0, target], logits))
+
+        _, (actions, scores, logits) = jax.lax.scan(_step, (state, first),
+                                                    jnp.arange(config.steps))
+        sal = trajectory_saliency(actions, scores, p0, grid=k, mode=config.mode,
+                                  normalisation=config.normalisation)
+        return sal, _minmax(logits[0]).reshape(k, k)
+
+    if config.num_rollouts == 1:
+        sal, policy = episode(key)  # the code's single episode, from ``key`` itself
+    else:  # side by side: each step is one batched pass of the R canvases
+        sal, policy = jax.vmap(episode)(jax.random.split(key, config.num_rollouts))
+        sal, policy = jnp.mean(sal, axis=0), jnp.mean(policy, axis=0)
     if config.policy_weight:
-        sal = (sal + config.policy_weight * _minmax(logits[0]).reshape(k, k)) / (
-            1.0 + config.policy_weight)
+        sal = (sal + config.policy_weight * policy) / (1.0 + config.policy_weight)
     return masks.mirror_bilinear_resize(sal, (h, w))
 
 

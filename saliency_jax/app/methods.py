@@ -11,7 +11,8 @@ for this classifier, an image size its grid does not divide) raises
 :class:`MethodUnavailableError`; ``build_methods(..., on_unavailable=...)`` skips such methods.
 
 The RL methods use the agents of :mod:`saliency_jax.app.agents` (packaged for ``resnet_small``):
-``rexl`` (the reference code's MDP), ``rexl_masked`` (a variant MDP: mean-colour substrate, each
+``rexl`` (the reference code's MDP; ``rexl_rollouts``: the same agent, 4 episodes of 19 steps
+averaged), ``rexl_masked`` (a variant MDP: mean-colour substrate, each
 patch once) and ``rexl_insertion`` only for the classifier they were trained on (same registry
 name and variables' sha256, same image size); each row's description names its MDP; ``rlcam`` for any classifier and any image size its
 7 x 7 grid divides (its observation is made of look-ahead scores only); ``rlcam_output`` (the
@@ -174,9 +175,15 @@ def _mdp_label(config) -> str:
     return "variant MDP: " + ", ".join(parts)
 
 
+REXL_ROLLOUTS = (4, 19)
+"""``rexl_rollouts``: 4 sampled episodes of 19 steps averaged, 77 queries (<= 1/50 of RISE's 4000);
+chosen on the validation split among 1 x 49, 2 x 39, 3 x 26, 4 x 19 and 6 x 13
+(``benchmarks/results/rexl_select_rollouts.json``)."""
+
+
 def rexl_method(ctx: ModelContext, *, mode: str = "deletion", agent_dir=None,
                 deterministic: bool | None = None, name: str | None = None,
-                variant: str | None = None) -> Method:
+                variant: str | None = None, rollouts: tuple[int, int] | None = None) -> Method:
     """RExL with the agent trained for ``ctx``'s classifier (default: the packaged one).
 
     ``variant`` names the packaged agent (``"rexl"``, ``"rexl_masked"``, ``"rexl_insertion"``;
@@ -184,7 +191,8 @@ def rexl_method(ctx: ModelContext, *, mode: str = "deletion", agent_dir=None,
     agent's MDP allows revisits (the code's ``predict``; an argmax policy there repeats a revisit
     to the end of the episode, see :mod:`saliency_jax._src.rexl`) and takes the argmax where each
     patch is visited once. Each step is one network pass (the classifier's trunk is the encoder:
-    one fused pass gives the reward and the next state).
+    one fused pass gives the reward and the next state). ``rollouts = (R, T)`` averages R episodes
+    of T steps (``RexlConfig.num_rollouts`` / ``horizon``; default the agent's own setting).
     Raises :class:`MethodUnavailableError` when the agent is missing or was trained for another
     classifier or image size (the message says how to train one).
     """
@@ -199,6 +207,8 @@ def rexl_method(ctx: ModelContext, *, mode: str = "deletion", agent_dir=None,
         raise MethodUnavailableError(str(err)) from None
     _, _, fused = agents.black_box(ctx.variables, config.stage, model=ctx.name,
                                    image_size=ctx.image_hw[0])
+    if rollouts is not None:
+        config = dataclasses.replace(config, num_rollouts=rollouts[0], horizon=rollouts[1])
     if deterministic is None:
         deterministic = config.mask_visited
 
@@ -206,13 +216,23 @@ def rexl_method(ctx: ModelContext, *, mode: str = "deletion", agent_dir=None,
         return rexl(key, model_fn, image, target, config=config, agent_params=params,
                     features_fn=features, fused_fn=fused, deterministic=deterministic)
 
-    actions = "argmax" if deterministic else "sampled"
     return Method(name, explain, rexl_num_queries(config),
-                  f"RExL ({config.mode} agent, {_mdp_label(config)}; {actions} actions, "
-                  f"k={config.grid}, {config.normalisation} normalisation; trained for "
-                  f"{meta['model']} sha256 {meta['classifier_sha256'][:12]})"
-                  + (f"; + first-step policy, weight {config.policy_weight:g}"
-                     if config.policy_weight else ""))
+                  rexl_description(config, meta, deterministic, params))
+
+
+def rexl_description(config, meta: dict, deterministic: bool, params) -> str:
+    """A RExL row's description: the agent's MDP, actions, its parameters' and classifier's
+    digests, and the inference settings that depart from the code's (rollouts, the first-step
+    policy term)."""
+    actions = "argmax" if deterministic else "sampled"
+    rollouts = ("" if config.num_rollouts == 1 and config.horizon is None else
+                f"; {config.num_rollouts} rollout(s) of {config.steps} steps averaged")
+    return (f"RExL ({config.mode} agent, {_mdp_label(config)}; {actions} actions, "
+            f"k={config.grid}, {config.normalisation} normalisation; trained for "
+            f"{meta['model']} sha256 {meta['classifier_sha256'][:12]}; agent sha256 "
+            f"{agents.variables_digest(params)[:12]})" + rollouts
+            + (f"; + first-step policy, weight {config.policy_weight:g}"
+               if config.policy_weight else ""))
 
 
 def _counted(run: Callable):
@@ -254,6 +274,10 @@ def rlcam_method(ctx: ModelContext, *, agent_dir=None, deterministic: bool = Tru
 
 def _rexl(ctx: ModelContext, num_masks: int | None) -> Method:
     return rexl_method(ctx, mode="deletion")
+
+
+def _rexl_rollouts(ctx: ModelContext, num_masks: int | None) -> Method:
+    return rexl_method(ctx, mode="deletion", name="rexl_rollouts", rollouts=REXL_ROLLOUTS)
 
 
 def _rexl_masked(ctx: ModelContext, num_masks: int | None) -> Method:
@@ -329,6 +353,7 @@ FACTORIES: dict[str, Callable[[ModelContext, int | None], Method]] = {
     "iassa": _iassa,
     "iassa_reference": _iassa_reference,
     "rexl": _rexl,
+    "rexl_rollouts": _rexl_rollouts,
     "rexl_masked": _rexl_masked,
     "rexl_insertion": _rexl_insertion,
     "rlcam": _rlcam,
