@@ -195,6 +195,10 @@ def check_maps(args, image, weights):
 
     libraries = [lib for lib in args.libraries if lib != "xplique-keras"]  # not the same model
     failed = {}
+    masks_of = {lib: args.num_masks for lib in libraries}
+    for spec in args.masks_for:  # e.g. a peer too slow for N: the ratio to the noise ceiling
+        lib, n = spec.split("=")  # holds whatever each library's N
+        masks_of[lib] = int(n)
 
     def corr(a, b):
         return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
@@ -219,7 +223,7 @@ def check_maps(args, image, weights):
             # one library at a time and no warm-up: nothing is timed here, and N = 2000
             # explanations of six libraries at once only slow each other down
             workers, fail = start([lib], args, image=image, weights=weights,
-                                  num_masks=args.num_masks, model="efficientnet_lite0",
+                                  num_masks=masks_of[lib], model="efficientnet_lite0",
                                   target=args.target, extra=("--no-warmup",))
             failed.update(fail)
             if lib not in workers:
@@ -237,7 +241,8 @@ def check_maps(args, image, weights):
             # two noisy estimates of one expected map correlate at sqrt(R_a R_b), R the
             # correlation of each one's two seeds (Spearman's attenuation): ~1 if they agree
             ceiling = np.sqrt(max(r_own * r_ours, 1e-12))
-            out[lib] = dict(label=LABELS[lib], r_vs_ours=r_ab, r_own_two_seeds=r_own,
+            out[lib] = dict(label=LABELS[lib], num_masks=masks_of[lib], r_vs_ours=r_ab,
+                            r_own_two_seeds=r_own,
                             r_disattenuated=None if lib == "saliency-jax" else r_ab / ceiling)
             # each library's row is kept as soon as it exists: a slow peer loses no other
             common.write_result(name, result(out, complete=False))
@@ -282,22 +287,22 @@ def table_section(lines: list[str]) -> None:
         lines += ["", f"Measured on {env['device_kind']} ({env['cpu_count']} cores), load "
                   f"average per round {[round(x[0], 1) for x in d['load_average_per_round']]}. "
                   f"Command: `{d['command']}`.", ""]
-    path = HERE / "results" / "peers_maps.json"
-    if path.exists():
+    for path in sorted((HERE / "results").glob("peers_maps*.json")):
         d = json.loads(path.read_text())
         lines += ["## Do the peers compute the same RISE map? (`bench_peers.py --check-maps`)", "",
                   f"{d['model']}; {d['image']}, class {d['target']}; N = {d['num_masks']}, "
                   f"grid {d['grid']}, p = {d['p_keep']}.", "",
                   "r with ours ÷ √(r of its two seeds · r of our two seeds) is ≈ 1 when both "
                   "estimate the same expected map, whatever the Monte-Carlo noise.", "",
-                  "| library | r with ours | r of its own two seeds | r ÷ noise ceiling |",
-                  "|---|---|---|---|"]
+                  "| library | N | r with ours | r of its own two seeds | r ÷ noise ceiling |",
+                  "|---|---|---|---|---|"]
         for r in d["results"].values():
             ratio = r.get("r_disattenuated")
-            lines.append(f"| {r['label']} | {r['r_vs_ours']:.3f} | {r['r_own_two_seeds']:.3f} | "
+            lines.append(f"| {r['label']} | {r.get('num_masks', d['num_masks'])} | "
+                         f"{r['r_vs_ours']:.3f} | {r['r_own_two_seeds']:.3f} | "
                          f"{'—' if ratio is None else format(ratio, '.2f')} |")
         for lib, why in d["failed"].items():
-            lines.append(f"| {LABELS[lib]} | did not run: {why.splitlines()[-1][:120]} | | |")
+            lines.append(f"| {LABELS[lib]} | | did not run: {why.splitlines()[-1][:120]} | | |")
         lines += ["", f"Command: `{d['command']}`.", ""]
 
 
@@ -319,6 +324,8 @@ def main():
     parser.add_argument("--memory-masks", type=int, nargs="*", default=[],
                         help="also the peak RSS of a fresh process at each of these N")
     parser.add_argument("--check-maps", action="store_true")
+    parser.add_argument("--masks-for", nargs="*", default=[], metavar="LIBRARY=N",
+                        help="--check-maps: another N for these libraries")
     parser.add_argument("--ours-default-batch", action="store_true",
                         help="ours with RiseConfig's default batch_size (None: backend-aware) "
                              "instead of --batch-size")

@@ -341,6 +341,8 @@ def _result_table(lines: list[str], d: dict) -> None:
     lines += ["", f"Measured on {env.get('device_kind', '?')} ({env.get('cpu_count')} cores), "
               f"load average {d.get('load_average_start')} at the start, "
               f"{env.get('load_average')} at the end. Command: `{d['command']}`.", ""]
+    if d.get("note"):
+        lines += [f"Note: {d['note']}.", ""]
 
 
 def _curves_table(lines: list[str]) -> None:

@@ -146,7 +146,8 @@ def torch_explainer(args, image):
             torch.manual_seed(seed)
             with torch.no_grad():
                 sal = explainer.attribute(x, n_masks=n, initial_mask_shapes=((s, s),), target=t)
-            return sal[0].mean(0).numpy()  # one map per channel, all equal
+            sal = sal.numpy().reshape(-1, *image.shape[:2])  # (1 or 3 channels, h, w)
+            return sal.mean(0)  # one map per channel, all equal
     elif lib == "xplique-torch":
         import tensorflow as tf
         from xplique.attributions import Rise
