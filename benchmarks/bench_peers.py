@@ -289,7 +289,8 @@ def table_section(lines: list[str]) -> None:
                   f"Command: `{d['command']}`.", ""]
     for path in sorted((HERE / "results").glob("peers_maps*.json")):
         d = json.loads(path.read_text())
-        lines += ["## Do the peers compute the same RISE map? (`bench_peers.py --check-maps`)", "",
+        lines += [f"## Do the peers compute the same RISE map? (`bench_peers.py --check-maps`, "
+                  f"`results/{path.name}`)", "",
                   f"{d['model']}; {d['image']}, class {d['target']}; N = {d['num_masks']}, "
                   f"grid {d['grid']}, p = {d['p_keep']}.", "",
                   "r with ours ÷ √(r of its two seeds · r of our two seeds) is ≈ 1 when both "
@@ -304,6 +305,8 @@ def table_section(lines: list[str]) -> None:
         for lib, why in d["failed"].items():
             lines.append(f"| {LABELS[lib]} | | did not run: {why.splitlines()[-1][:120]} | | |")
         lines += ["", f"Command: `{d['command']}`.", ""]
+        if d.get("note"):
+            lines += [f"Note: {d['note']}.", ""]
 
 
 def main():
