@@ -89,33 +89,13 @@ def _ratio_ci(a, b, draws: int = 2000) -> dict:
 def rexl_row(ctx, name: str, *, variant: str = "rexl", agent_dir=None,
              deterministic: bool | None = None, policy_weight: float | None = None,
              rollouts: tuple[int, int] | None = None):
-    """:func:`methods.rexl_method` with the policy term's weight set here (``None``: the agent's
-    ``agent.json``, as the main job runs it) and, if given, ``rollouts = (R, T)``: R episodes of T
-    steps averaged (``RexlConfig.num_rollouts`` / ``horizon``); both named in the description."""
-    import dataclasses
-
-    from saliency_jax._src.rexl import rexl, rexl_num_queries
-
+    """:func:`methods.rexl_method` with the policy term's weight (``None``: the agent's
+    ``agent.json``, as the main job runs it) and ``rollouts = (R, T)`` set here; both are named
+    in the description."""
     mode = "insertion" if variant == "rexl_insertion" else "deletion"
-    methods.rexl_method(ctx, mode=mode, variant=variant, agent_dir=agent_dir,  # available?
-                        deterministic=deterministic, name=name)
-    params, config, features, meta = agents.rexl_agent_for(
-        ctx.name, ctx.variables, ctx.image_hw, mode=mode,
-        agent_dir=agent_dir or agents.packaged_agent_dir(variant, ctx.name))
-    if policy_weight is not None:
-        config = dataclasses.replace(config, policy_weight=policy_weight)
-    if rollouts is not None:
-        config = dataclasses.replace(config, num_rollouts=rollouts[0], horizon=rollouts[1])
-    _, _, fused = agents.black_box(ctx.variables, config.stage, model=ctx.name,
-                                   image_size=ctx.image_hw[0])
-    actions = deterministic if deterministic is not None else config.mask_visited
-
-    def explain(key, model_fn, image, target):
-        return rexl(key, model_fn, image, target, config=config, agent_params=params,
-                    features_fn=features, fused_fn=fused, deterministic=actions)
-
-    return methods.Method(name, explain, rexl_num_queries(config),
-                          methods.rexl_description(config, meta, actions, params))
+    return methods.rexl_method(ctx, mode=mode, variant=variant, agent_dir=agent_dir,
+                               deterministic=deterministic, name=name, rollouts=rollouts,
+                               policy_weight=policy_weight)
 
 
 def _rollouts(name: str) -> tuple[str, tuple[int, int] | None]:
