@@ -268,6 +268,25 @@ def test_ctrl_c_is_one_line_and_rc_130(command, extra, kept, monkeypatch, tmp_pa
     assert kept in err[0] and "run the same command" in err[0]
 
 
+def test_the_program_skips_teardown_after_ctrl_c_only(monkeypatch):
+    exits = []
+    monkeypatch.setattr(cli.os, "_exit", exits.append)
+    monkeypatch.setattr(cli, "main", lambda: 130)
+    cli.entry()
+    assert exits == [130]
+    for code in (0, 2):
+        monkeypatch.setattr(cli, "main", lambda code=code: code)
+        assert cli.entry() == code
+    assert exits == [130]
+
+
+def test_the_console_script_is_the_entry():
+    import tomllib
+
+    scripts = tomllib.loads((pathlib.Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"saliency-jax": "saliency_jax.app.cli:entry"}
+
+
 def _wait_for(predicate, process, timeout):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:

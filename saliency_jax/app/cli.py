@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import pathlib
 import re
 import sys
@@ -731,5 +732,21 @@ def main(argv=None) -> int:
         return INTERRUPTED
 
 
+def entry() -> int:
+    """The ``saliency-jax`` program: :func:`main`, ended at once after a Ctrl-C.
+
+    By the time ``main`` returns :data:`INTERRUPTED`, whatever is kept is written and closed
+    (checkpoints finished, record files flushed). A computation the interrupt abandoned may still
+    be running on XLA's threads, and the interpreter's teardown under it can crash the process
+    (SIGSEGV instead of 130, seen in CI under load), so the process exits without the teardown.
+    """
+    code = main()
+    if code == INTERRUPTED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())
