@@ -283,7 +283,8 @@ def test_the_program_skips_teardown_after_ctrl_c_only(monkeypatch):
 def test_the_console_script_is_the_entry():
     import tomllib
 
-    scripts = tomllib.loads((pathlib.Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+    pyproject = pathlib.Path(__file__).parents[1] / "pyproject.toml"
+    scripts = tomllib.loads(pyproject.read_text())["project"]["scripts"]
     assert scripts == {"saliency-jax": "saliency_jax.app.cli:entry"}
 
 
