@@ -33,6 +33,9 @@ def main(argv=None):
     parser.add_argument("--num-masks", type=int, default=None)
     parser.add_argument("--name", default="evaluate_shapes", help="results/<name>.json")
     args = parser.parse_args(argv)
+    from saliency_jax import sharding
+
+    sharding.set_cpu_devices()  # a JAX CPU device per core, as the saliency-jax command does
 
     synthetic = args.dataset == "saliency_shapes"
     model = args.model or ("resnet_small" if synthetic else "efficientnet_lite0")

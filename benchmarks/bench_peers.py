@@ -257,7 +257,13 @@ def _ours_default_batch():
 
 
 def table_section(lines: list[str]) -> None:
-    """Append the markdown sections for ``results/peers.json`` and ``peers_maps.json``."""
+    """Append the markdown sections for ``results/peers.json`` and ``peers_maps*.json``."""
+    timing_section(lines)
+    maps_section(lines)
+
+
+def timing_section(lines: list[str]) -> None:
+    """The timing table of ``results/peers.json`` (the README's)."""
     path = HERE / "results" / "peers.json"
     if path.exists():
         d = json.loads(path.read_text())
@@ -287,6 +293,10 @@ def table_section(lines: list[str]) -> None:
         lines += ["", f"Measured on {env['device_kind']} ({env['cpu_count']} cores), load "
                   f"average per round {[round(x[0], 1) for x in d['load_average_per_round']]}. "
                   f"Command: `{d['command']}`.", ""]
+
+
+def maps_section(lines: list[str]) -> None:
+    """The map-agreement tables of ``results/peers_maps*.json``."""
     for path in sorted((HERE / "results").glob("peers_maps*.json")):
         d = json.loads(path.read_text())
         lines += [f"## Do the peers compute the same RISE map? (`bench_peers.py --check-maps`, "

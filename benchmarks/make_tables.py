@@ -314,13 +314,15 @@ def readme_results():
     text = README.read_text()
     if START not in text or END not in text:
         return
+    # One table per question; the details, older runs and the map checks are in
+    # benchmarks/README.md.
     block = []
     classifiers_section(block)
-    evaluate_section(block, "evaluate_shapes", "Synthetic benchmark, packaged resnet_small")
-    evaluate_section(block, "evaluate_shapes_rl",
-                     "Synthetic benchmark, the RL methods re-run (same 16 images)")
-    evaluate_section(block, "evaluate_photos", "Bundled photos, EfficientNet-Lite0")
-    _script_section("bench_peers")(block)
+    evaluate_section(block, "evaluate_shapes",
+                     "How do the methods compare? Synthetic benchmark, packaged resnet_small")
+    evaluate_section(block, "evaluate_photos",
+                     "On real photos: the bundled photos, EfficientNet-Lite0")
+    importlib.import_module("benchmarks.bench_peers").timing_section(block)
     _script_section("bench_metrics_peers")(block)
     body = "\n".join(line.replace("## ", "### ", 1) if line.startswith("## ") else line
                      for line in block)
