@@ -36,11 +36,19 @@ of the photo, no validation: the tolerance is given (``--tolerance``, the one ch
 synthetic validation set), step 224. Writes ``results/rise_anytime_photos.json``.
 
     python benchmarks/bench_rise_anytime.py --photos W.npz --tolerance 0.04
+
+The anytime settings (at most 4000 masks, checks every 250 from 500, tolerance 0.04) are
+``sj.RiseAnytimeConfig()``'s defaults. ``--stops-only`` runs only ``sj.rise_anytime`` with those
+defaults on the test images and compares its stops with ``results/rise_anytime.json``'s
+(``results/rise_anytime_stops.json``; no reference maps, minutes instead of an hour):
+
+    nice -n 19 python benchmarks/bench_rise_anytime.py --stops-only --num-images 100
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import math
@@ -104,7 +112,9 @@ def _block_sums(key, model_fn, image, target, baseline, start, *, block, batch_s
 
 
 def _estimate(t, n, control_variate):
-    """The map and ``r_n`` (float64) from the raw sums ``t`` of ``n`` masks."""
+    """The map, ``r_n`` (float64) and whether the scores did not vary (``se`` at float32's
+    resolution of the map, as ``sj.rise_anytime``: then ``r_n = 0`` and no stop) from the raw
+    sums ``t`` of ``n`` masks."""
     f, y, z = t["f"] / n, t["y"] / n, t["z"] / n
     beta = f if control_variate else 0.0
     sal = f + (y - f * z) * n / (n - 1) if control_variate else y
@@ -118,34 +128,39 @@ def _estimate(t, n, control_variate):
                            - 2 * beta * comoment("ybar", "zbar", "ybar_zbar")
                            + beta * beta * comoment("zbar", "zbar", "zbar_zbar")))
     se_sq = max(noise, 0.0) / (n * (n - 1))
-    return sal, math.sqrt(se_sq / np.sum(np.square(sal - sal.mean())))
+    if se_sq <= 1e-10 * np.sum(np.square(sal)):
+        return sal, 0.0, True
+    return sal, math.sqrt(se_sq / np.sum(np.square(sal - sal.mean()))), False
 
 
 def _stream(key, model_fn, image, target, args):
-    """Per estimator (``"plain"``, ``"cv"``): prefix maps ``f32[B, h, w]`` and the criterion
-    ``r_n`` (float64) at every block end."""
+    """Per estimator (``"plain"``, ``"cv"``): prefix maps ``f32[B, h, w]``, the criterion
+    ``r_n`` (float64) and the no-variation flags ``bool[B]`` at every block end."""
     baseline = baselines.resolve_baseline(model_fn, image, None)
     totals = dict.fromkeys(_SUMS, 0.0)
-    out = {"plain": ([], []), "cv": ([], [])}
+    out = {"plain": ([], [], []), "cv": ([], [], [])}
     for b in range(FIXED_N // args.check_every):
         sums = _block_sums(*sharding.replicate((key, model_fn, image, jnp.int32(target),
                                                 baseline, jnp.int32(b * args.check_every))),
                            block=args.check_every, batch_size=args.batch_size)
-        for name, value in zip(_SUMS, sums):
+        for name, value in zip(_SUMS, sums, strict=True):
             totals[name] = totals[name] + np.asarray(value, np.float64)
         n = (b + 1) * args.check_every
-        for label, (prefixes, rs) in out.items():
-            sal, r = _estimate(totals, n, label == "cv")
+        for label, (prefixes, rs, flat) in out.items():
+            sal, r, exact = _estimate(totals, n, label == "cv")
             prefixes.append(sal.astype(np.float32))
             rs.append(r)
-    return {label: (np.stack(p), np.asarray(r)) for label, (p, r) in out.items()}
+            flat.append(exact)
+    return {label: (np.stack(p), np.asarray(r), np.asarray(e))
+            for label, (p, r, e) in out.items()}
 
 
-def _predicted_stop(rs, tolerance, args):
-    """Block index where the criterion stops at ``tolerance`` (the last block if never)."""
+def _predicted_stop(rs, exact, tolerance, args):
+    """Block index where the criterion stops at ``tolerance`` (the last block if never); a
+    block whose scores did not vary never stops."""
     threshold = tolerance * (2.0 - tolerance)
-    for b, r in enumerate(rs):
-        if (b + 1) * args.check_every >= args.min_masks and r * r < threshold:
+    for b, (r, flat) in enumerate(zip(rs, exact, strict=True)):
+        if (b + 1) * args.check_every >= args.min_masks and not flat and r * r < threshold:
             return b
     return len(rs) - 1
 
@@ -187,18 +202,20 @@ def _validate(model_fn, args, log):
         ref = np.asarray(sj.rise(jax.random.key(60_000 + j), model_fn, image, target,
                                  config=ref_cfg))
         streams = _stream(jax.random.key(50_000 + j), model_fn, image, target, args)
-        prefixes, rs = streams[args.estimator]
+        prefixes, rs, exact = streams[args.estimator]
         row = dict(image=name, fixed_r=_pearson(streams["plain"][0][-1], ref),
-                   criterion_r=rs.tolist(), r_by_block=[_pearson(p, ref) for p in prefixes])
+                   criterion_r=rs.tolist(), exact=exact.tolist(),
+                   r_by_block=[_pearson(p, ref) for p in prefixes])
         rows.append(row)
         log(dict(validation=name, fixed_r=row["fixed_r"], r_final=float(rs[-1])))
     fixed_r = statistics.fmean(r["fixed_r"] for r in rows)
     table = []
     for tol in args.tolerances:
-        stops = [_predicted_stop(np.asarray(r["criterion_r"]), tol, args) for r in rows]
+        stops = [_predicted_stop(np.asarray(r["criterion_r"]), np.asarray(r["exact"]), tol, args)
+                 for r in rows]
         table.append(dict(
             tolerance=tol, mean_masks=statistics.fmean((s + 1) * args.check_every for s in stops),
-            mean_r=statistics.fmean(r["r_by_block"][s] for r, s in zip(rows, stops))))
+            mean_r=statistics.fmean(r["r_by_block"][s] for r, s in zip(rows, stops, strict=True))))
     ok = [t for t in table if t["mean_r"] >= fixed_r - args.match_slack]
     chosen = max(t["tolerance"] for t in ok) if ok else min(args.tolerances)
     return dict(images=len(rows), split="saliency_shapes train", fixed_4000_mean_r=fixed_r,
@@ -228,6 +245,9 @@ def main():
     parser.add_argument("--checkpoint-every", type=int, default=5)
     parser.add_argument("--step", type=int, default=None,
                         help="deletion/insertion pixels/step (default: the image side)")
+    parser.add_argument("--stops-only", action="store_true",
+                        help="only sj.rise_anytime with the library's default config on the test "
+                             "images; compare its stops with results/rise_anytime.json's")
     parser.add_argument("--photos", default=None, metavar="W.npz",
                         help="the bundled photos with EfficientNet-Lite0 (these torch weights)")
     args = parser.parse_args()
@@ -254,6 +274,8 @@ def main():
     def log(obj):
         print(json.dumps(obj), flush=True)
 
+    if args.stops_only:
+        return _stops_only(model_fn, test_items, args, log, t_start)
     validation = None
     if args.tolerance is None:
         validation = _validate(model_fn, args, log)
@@ -275,7 +297,7 @@ def main():
                                  config=ref_cfg))
         streams = _stream(key, model_fn, image, target, args)
         prefixes = streams["plain"][0]
-        any_prefixes, rs = streams[args.estimator]
+        any_prefixes, rs, exact = streams[args.estimator]
         if i < args.verify_prefix:
             direct = np.asarray(sj.rise(key, model_fn, image, target, config=sj.RiseConfig(
                 num_masks=FIXED_N, batch_size=args.batch_size)))
@@ -283,14 +305,14 @@ def main():
                                        / np.max(np.abs(direct))))
         anytime = sj.rise_anytime(key, model_fn, image, target, config=any_cfg)
         n_any = int(anytime.num_masks)
-        predicted = (_predicted_stop(rs, tolerance, args) + 1) * args.check_every
+        predicted = (_predicted_stop(rs, exact, tolerance, args) + 1) * args.check_every
         any_map = np.asarray(anytime.saliency)
         row = dict(image=name, target=target, anytime_masks=n_any, predicted_masks=predicted,
                    anytime_relative_error=float(anytime.relative_error),
                    anytime_vs_prefix=float(np.max(np.abs(any_map - any_prefixes[
                        n_any // args.check_every - 1])) / np.max(np.abs(any_map)))
                    if n_any % args.check_every == 0 else None,
-                   criterion_r=rs.tolist())
+                   criterion_r=rs.tolist(), exact=exact.tolist())
         ref_auc = _aucs(model_fn, image, ref, target, args.step)
         row["reference_deletion"], row["reference_insertion"] = ref_auc
         maps = {"anytime": any_map}
@@ -303,10 +325,50 @@ def main():
                 model_fn, image, sal, target, args.step)
         rows.append(row)
         store.append((image, target, prefixes, ref))
-        log({k: v for k, v in row.items() if k != "criterion_r"})
+        log({k: v for k, v in row.items() if k not in ("criterion_r", "exact")})
         if (i + 1) % args.checkpoint_every == 0 or i + 1 == num_images:
             _write(rows, store, model_fn, args, tolerance, validation, prefix_checks, t_start,
                    final=i + 1 == num_images)
+
+
+def _stops_only(model_fn, test_items, args, log, t_start):
+    """``sj.rise_anytime`` with ``sj.RiseAnytimeConfig()``'s defaults (only ``batch_size`` and
+    the stored tolerance passed) against the stored run's stops, image by image; writes
+    ``results/rise_anytime_stops.json``."""
+    stored_path = Path(__file__).resolve().parent / "results" / "rise_anytime.json"
+    stored = json.loads(stored_path.read_text())
+    default = sj.RiseAnytimeConfig()
+    for name in ("max_masks", "check_every", "min_masks", "tolerance", "grid", "p_keep",
+                 "control_variate"):
+        if getattr(default, name) != stored["config"][name]:
+            raise SystemExit(f"bench_rise_anytime: error: the library default {name}="
+                             f"{getattr(default, name)} is not the stored run's "
+                             f"{stored['config'][name]}")
+    cfg = sj.RiseAnytimeConfig(batch_size=args.batch_size)
+    rows = []
+    for i, (name, image, target) in enumerate(test_items):
+        old = stored["rows"][i]
+        if old["image"] != name or old["target"] != target:
+            raise SystemExit(f"bench_rise_anytime: error: image {i} is {name}, stored "
+                             f"{old['image']}")
+        out = sj.rise_anytime(jax.random.key(i), model_fn, image, target, config=cfg)
+        row = dict(image=name, masks=int(out.num_masks), stored_masks=old["anytime_masks"],
+                   relative_error=float(out.relative_error),
+                   stored_relative_error=old["anytime_relative_error"])
+        rows.append(row)
+        log(row)
+    same = sum(r["masks"] == r["stored_masks"] for r in rows)
+    result = dict(
+        what="sj.rise_anytime with the library's default config: its stops against the stored "
+             "benchmark run's (results/rise_anytime.json)",
+        model=args.model, images=len(rows), config=dataclasses.asdict(cfg),
+        same_stops=same, mean_masks=statistics.fmean(r["masks"] for r in rows),
+        stored_mean_masks=statistics.fmean(r["stored_masks"] for r in rows),
+        max_abs_relative_error_diff=max(abs(r["relative_error"] - r["stored_relative_error"])
+                                        for r in rows),
+        rows=rows, wall_s=time.perf_counter() - t_start, environment=common.environment(),
+        command="nice -n 19 python " + " ".join(sys.argv))
+    print(common.write_result("rise_anytime_stops", result), flush=True)
 
 
 _MATCHED_CACHE: dict = {}

@@ -4,6 +4,7 @@ everywhere, no import collision with a user's ``models`` package, and the docstr
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import doctest
 import importlib
@@ -27,6 +28,7 @@ import saliency_jax as sj
 EXPLAINERS = {
     "rise": sj.rise,
     "rise_all_classes": sj.rise_all_classes,
+    "rise_anytime": sj.rise_anytime,
     "iassa": sj.iassa,
     "occlusion": sj.occlusion,
     "lime": sj.lime,
@@ -47,24 +49,63 @@ NAMESPACES = ("saliency_jax", "saliency_jax.metrics", "saliency_jax.masks", "sal
 
 @pytest.fixture(scope="module")
 def fresh_public_names():
-    """``{module: public attribute names}`` read in a fresh interpreter (nothing else imported)."""
+    """``{module: public names in its namespace}``, ``vars`` (what the module holds, not its
+    ``__dir__``, which lists ``__all__``), each taken right after its import in a fresh
+    interpreter (the top level first, before importing a submodule sets its attribute)."""
     code = ("import importlib, json; print(json.dumps({m: sorted(n for n in "
-            "dir(importlib.import_module(m)) if not n.startswith('_')) "
+            "vars(importlib.import_module(m)) if not n.startswith('_')) "
             f"for m in {NAMESPACES!r}}}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=180, check=True)
     return json.loads(out.stdout)
 
 
+def _lazy_table(mod):
+    """``{name: (module, attribute or None for a submodule)}`` a PEP 562 module resolves on
+    first use (``_SUBMODULES`` and ``_WHERE``); empty for an eager one."""
+    table = {n: (f"{mod.__name__}.{n}", None) for n in getattr(mod, "_SUBMODULES", ())}
+    table.update(getattr(mod, "_WHERE", {}))
+    return table
+
+
+def _resolve(module, attr):
+    mod = importlib.import_module(module)
+    return mod if attr is None else getattr(mod, attr)
+
+
 @pytest.mark.parametrize("module", NAMESPACES)
 def test_every_public_name_is_exported_and_nothing_else(module, fresh_public_names):
     mod = importlib.import_module(module)
     assert len(set(mod.__all__)) == len(mod.__all__)
-    missing = [n for n in mod.__all__ if not hasattr(mod, n)]
-    assert not missing, f"{module}.__all__ lists names it lacks: {missing}"
-    public, listed = set(fresh_public_names[module]), set(mod.__all__) - {"__version__"}
+    # What the module really provides: what it holds, and what its lazy table resolves.
+    table = _lazy_table(mod)
+    public, listed = set(fresh_public_names[module]) | set(table), set(mod.__all__)
+    listed -= {"__version__"}
     assert public == listed, (f"public but not in __all__: {sorted(public - listed)}; "
                               f"in __all__ but not public: {sorted(listed - public)}")
+    for name in sorted(listed):  # each resolves (which object: the next test)
+        expected = _resolve(*table[name]) if name in table else vars(mod)[name]
+        assert getattr(mod, name) is expected, f"{module}.{name} is not {table.get(name)}"
+
+
+def test_the_type_checking_imports_are_the_lazy_table():
+    """The eager imports type checkers read (an independent list) name the objects
+    ``__getattr__`` resolves, and the same names."""
+    tree = ast.parse(inspect.getsource(sj))
+    (block,) = [node for node in tree.body if isinstance(node, ast.If)
+                and isinstance(node.test, ast.Name) and node.test.id == "_TYPE_CHECKING"]
+    eager = {}
+    for node in block.body:
+        assert isinstance(node, ast.ImportFrom), ast.dump(node)
+        for alias in node.names:
+            submodule = node.module == "saliency_jax"
+            eager[alias.asname or alias.name] = (
+                f"saliency_jax.{alias.name}" if submodule else node.module,
+                None if submodule else alias.name)
+    wrong = [n for n in sorted(set(eager) & set(sj.__all__)) if getattr(sj, n)
+             is not _resolve(*eager[n])]
+    assert not wrong, f"sj.NAME is not what the TYPE_CHECKING import names: {wrong}"
+    assert eager == _lazy_table(sj)
 
 
 def test_version_is_the_distributions():
@@ -133,12 +174,16 @@ def _calls():
     rlcam_cfg = sj.RlcamConfig(grid=4, horizon=2, pi_layers=(8,), vf_layers=(8,))
     rlcam_agent = sj.init_rlcam_agent(jax.random.key(5), rlcam_cfg)
     rise_cfg = sj.RiseConfig(num_masks=32, grid=4)
+    anytime_cfg = sj.RiseAnytimeConfig(max_masks=96, grid=4, batch_size=16, check_every=32,
+                                       min_masks=32, tolerance=0.3)
     iassa_cfg = sj.IassaConfig(window=12, stride=8, window_step=2, stride_step=1, iterations=1,
                                feature_names=None)
     g = {"baseline": GREY}
     return {
         "rise": lambda m: sj.rise(key, m, image, 1, config=rise_cfg, **g),
         "rise_all_classes": lambda m: sj.rise_all_classes(key, m, image, config=rise_cfg, **g),
+        "rise_anytime": lambda m: sj.rise_anytime(key, m, image, 1, config=anytime_cfg,
+                                                  **g).saliency,
         "occlusion": lambda m: sj.occlusion(
             key, m, image, 1, config=sj.OcclusionConfig(window=8, stride=8), **g),
         "lime": lambda m: sj.lime(key, m, image, 1, segments=segments,
@@ -217,8 +262,8 @@ MODULES_WITH_EXAMPLES = [
 
 def test_the_doctests_are_found():
     # Every explainer has an example; a finder that found none would make the test below vacuous.
-    assert {"saliency_jax._src.rise", "saliency_jax._src.rlcam", "saliency_jax._src.rexl",
-            "saliency_jax._src.lime", "saliency_jax._src.occlusion",
+    assert {"saliency_jax._src.rise", "saliency_jax._src.rise_anytime", "saliency_jax._src.rlcam",
+            "saliency_jax._src.rexl", "saliency_jax._src.lime", "saliency_jax._src.occlusion",
             "saliency_jax._src.gradcam"} <= set(MODULES_WITH_EXAMPLES)
 
 

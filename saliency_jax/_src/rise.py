@@ -22,8 +22,9 @@ inside the compiled loop (``jax.debug.callback``, after the chunk's scores exist
 ``progress=None`` the compiled program has no callback at all.
 
 Static under ``jit`` (a new value compiles anew): ``num_masks``, ``grid``, ``batch_size``, whether
-there is a ``progress`` callback, and the image size. Traced: ``key``, ``model_fn``'s parameters, ``image``, ``target``, ``baseline``,
-``p_keep``. Batch over images with ``jax.vmap`` (the mask axis stays the sharded one).
+there is a ``progress`` callback, and the image size. Traced: ``key``, ``model_fn``'s
+parameters, ``image``, ``target``, ``baseline``, ``p_keep``. Batch over images with
+``jax.vmap`` (the mask axis stays the sharded one).
 """
 
 from __future__ import annotations
@@ -67,10 +68,15 @@ class RiseConfig:
         ``N``: a shift and less noise (``benchmarks/bench_rise_anytime.py``).
 
     The defaults are the paper's for ResNet50 (P-RISE §4.2: ``N = 8000``, ``s = 7``,
-    ``p = 0.5``; ``N = 4000`` for VGG16). On a CPU a small chunk is faster and smaller:
-    ResNet50 224², N = 200, 2 cores, batch 10 took 0.71× the time of batch 100 and a third of
-    the peak memory, the same map to float rounding (``benchmarks/bench_rise_batch.py``,
-    ``results/peers_rise_batch.json``). The reference notebooks use other settings (METHODS §1.3):
+    ``p = 0.5``; ``N = 4000`` for VGG16). The application (``saliency-jax evaluate``) and
+    ``sj.RiseAnytimeConfig``'s ``max_masks`` use the paper's other setting, ``N = 4000``, for
+    half the queries: on 100 ``saliency_shapes`` test images (``resnet_small``, 112²) fixed
+    ``N = 4000`` gave an 8000-mask map's deletion and insertion AUCs (paired Δ −0.004 [−0.018,
+    0.009] and +0.001 [−0.001, 0.002], ``benchmarks/results/rise_anytime.json``). On a CPU a
+    small chunk is faster and smaller: ResNet50 224², N = 200, 2 cores, batch 10 took 0.71×
+    the time of batch 100 and a third of the peak memory, the same map to float rounding
+    (``benchmarks/bench_rise_batch.py``, ``results/peers_rise_batch.json``). The reference
+    notebooks use other settings (METHODS §1.3):
     ``Saliency.ipynb`` N=6000, s=8, p=0.1; ``Evaluation.ipynb`` N=5000, s=10, p=0.1;
     ``Easy_start.ipynb`` N=2000, s=8, p=0.5.
     """

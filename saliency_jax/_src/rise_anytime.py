@@ -25,9 +25,20 @@ mean|| ≈ sqrt(1 - r_n²)``. ``tolerance`` bounds ``1 - ρ_n``: the estimator d
 of ``check_every`` and stops after the first block at which ``n >= min_masks`` and
 ``1 - sqrt(1 - r_n²) < tolerance`` (i.e. ``r_n² < tolerance (2 - tolerance)``), or at
 ``max_masks``. ``tolerance = 0.05`` asks for a map whose estimated correlation with the
-converged one is above 0.95. A map with no error (``se`` under 1e-5 of the map's RMS, float32's
-resolution) has converged; ``tolerance = 0`` never stops early. Since ``se ∝ 1/√n``, ``1 - ρ_n
-≈ r_n² / 2`` falls like ``1/n``: halving the tolerance about doubles the masks.
+converged one is above 0.95; ``tolerance = 0`` never stops early. Since ``se ∝ 1/√n``, ``1 -
+ρ_n ≈ r_n² / 2`` falls like ``1/n``: halving the tolerance about doubles the masks.
+
+``se`` is estimated from the scores drawn so far, so it cannot see what no mask has hit yet.
+With ``k`` masks that changed the score, ``r_n`` is about ``1/√k`` or more: one hit is no stop,
+and a stop at ``tolerance = 0.04`` (``r_n < 0.28``) takes a dozen or more. Scores that have not
+varied at all (``se`` under 1e-5 of the map's RMS, float32's resolution; ``r_n = 0``) are no
+evidence of convergence: a model whose score moves only when a rare set of pixels is all
+visible gives exactly that for its first hundreds of masks (an 8 x 8 box more than 97 %
+visible: 1.4 % of the masks, none in the first 500 for one key in 40). Such blocks never stop
+the loop; it runs to ``max_masks``, where the map of a model that ignores its input is exact
+(``relative_error = 0``). An effect hit by a fraction ``q`` of the masks is unseen after ``n``
+masks with probability ``(1 - q)^n``; if the scores vary for another reason meanwhile, the
+stop cannot know what it missed (no estimate from the sample can): ``min_masks`` bounds it.
 
 The loop is compiled: a ``lax.while_loop`` over blocks whose carry is the running means of
 ``f``, ``y`` and ``z`` and their co-moments ``Σ (a - ā)(b - b̄)``, per pixel and of the per-mask
@@ -68,30 +79,35 @@ class RiseAnytimeConfig:
       max_masks: the most masks (model queries) spent; the fixed-N RISE it falls back to.
       grid: ``s`` or ``(s_h, s_w)``, grid cells per axis, as :class:`RiseConfig`.
       p_keep: probability that a grid cell is kept, in (0, 1] (traced).
-      batch_size: masks per model call (the chunk).
+      batch_size: masks per model call (the chunk); the default, 125, divides the default
+        ``check_every``.
       check_every: masks between two convergence checks (a block; clamped to ``max_masks``);
         the masks used are a multiple of it (or ``max_masks``). A ``batch_size`` that divides
         it, and a ``max_masks`` that is a multiple of it, leave no padding masks to compute.
-      min_masks: no stop before this many masks (the variance estimate needs some).
+      min_masks: no stop before this many masks (the variance estimate needs some; an effect
+        hit by a fraction ``q`` of the masks is unseen by them with probability ``(1 -
+        q)^min_masks``). Scores that have not varied never stop the loop (module docstring).
       tolerance: stop when ``1 - sqrt(1 - r_n²)``, one minus the map's estimated correlation
         with the map of infinitely many masks, falls under it; in [0, 1] (traced). 0 never
         stops early; 0.05 stops at an estimated correlation above 0.95. The default, 0.04, is
         the largest whose control-variate maps matched plain fixed-N 4000's correlation with
         an 8000-mask map (within 0.005) on 16 ``saliency_shapes`` train images; on 100 test
         images it then used 5.5x fewer masks than 4000 at equal correlation and AUCs
-        (``benchmarks/bench_rise_anytime.py``).
+        (``benchmarks/bench_rise_anytime.py``, with these defaults: ``max_masks=4000``,
+        ``check_every=250``, ``min_masks=500``; ``max_masks=4000`` is fixed-N RISE's
+        comparison point, the paper's N for VGG16, half of :class:`RiseConfig`'s 8000).
       control_variate: estimate the map as ``f̄ + Cov(f, M) / p`` (the same expectation as
         RISE, less noise); ``False`` is plain RISE. With ``tolerance = 0`` the map is
         :func:`saliency_jax.rise`'s with ``num_masks = max_masks`` and the same
         ``control_variate``.
     """
 
-    max_masks: int = 8000
+    max_masks: int = 4000
     grid: int | tuple[int, int] = 7
     p_keep: float = 0.5
-    batch_size: int = 100
-    check_every: int = 500
-    min_masks: int = 1000
+    batch_size: int = 125
+    check_every: int = 250
+    min_masks: int = 500
     tolerance: float = 0.04
     control_variate: bool = True
 
@@ -121,7 +137,8 @@ class RiseAnytimeResult(NamedTuple):
         config turns it off).
       num_masks: ``i32[]``, the masks (model queries) used.
       relative_error: ``f32[]``, ``r_n`` at the stop (the relative standard error of the
-        centred map); ``sqrt(1 - r_n²)`` estimates its correlation with the converged map.
+        centred map); ``sqrt(1 - r_n²)`` estimates its correlation with the converged map. 0
+        only where the scores never varied, and then ``num_masks = max_masks``.
     """
 
     saliency: jax.Array
@@ -156,8 +173,9 @@ def _saliency(m: _Moments, control_variate: bool):
 
 
 def _relative_error(m: _Moments, control_variate: bool):
-    """``r_n = se / ||S_n - mean_λ S_n||`` of the centred map (0 when ``se`` is under float32's
-    resolution of the map, 1e-5 of its RMS)."""
+    """``(r_n, exact)``: ``r_n = se / ||S_n - mean_λ S_n||`` of the centred map, and whether
+    ``se`` is under float32's resolution of the map (1e-5 of its RMS: the scores did not vary;
+    then ``r_n = 0``)."""
     beta = m.mean_f if control_variate else 0.0
 
     def residual(c_yy, c_yz, c_zz):  # Σ_i (u_i - ū)², u = y - β z
@@ -169,7 +187,7 @@ def _relative_error(m: _Moments, control_variate: bool):
     sal = _saliency(m, control_variate)
     spread_sq = jnp.sum(jnp.square(sal - jnp.mean(sal)))
     exact = se_sq <= 1e-10 * jnp.sum(jnp.square(sal))
-    return jnp.where(exact, 0.0, jnp.sqrt(se_sq / jnp.maximum(spread_sq, 1e-30)))
+    return jnp.where(exact, 0.0, jnp.sqrt(se_sq / jnp.maximum(spread_sq, 1e-30))), exact
 
 
 def _block_moments(operands, start, shift_y, shift_z, *, block, max_masks, grid, batch_size,
@@ -242,8 +260,10 @@ def _rise_anytime(key, model_fn, image, target, baseline, p_keep, tolerance, cal
 
     def cond(carry):
         block, m = carry
-        r = _relative_error(m, control_variate)
-        converged = (m.count >= min_masks) & (jnp.square(r) < threshold)
+        r, exact = _relative_error(m, control_variate)
+        # Scores that have not varied are no evidence: with rare hits they are what the first
+        # blocks show (module docstring). Only max_masks ends such a run.
+        converged = (m.count >= min_masks) & ~exact & (jnp.square(r) < threshold)
         return (block < num_blocks) & ~converged
 
     def body(carry):
@@ -254,7 +274,7 @@ def _rise_anytime(key, model_fn, image, target, baseline, p_keep, tolerance, cal
     start = _Moments(zero, zero, zeros, zeros, zeros, zeros, zeros, zero, zero, zero)
     _, m = jax.lax.while_loop(cond, body, (jnp.int32(0), start))
     return RiseAnytimeResult(_saliency(m, control_variate), m.count.astype(jnp.int32),
-                             _relative_error(m, control_variate))
+                             _relative_error(m, control_variate)[0])
 
 
 def rise_anytime(key, model_fn: ModelFn, image, target, *,
@@ -268,7 +288,8 @@ def rise_anytime(key, model_fn: ModelFn, image, target, *,
     ``1/(n p) Σ f_i M_i(λ)``) with ``n`` the first multiple of ``check_every`` (at least
     ``min_masks``) at which the centred map's relative standard error ``r_n = ||se|| / ||S_n -
     mean S_n||`` gives ``1 - sqrt(1 - r_n²) < tolerance`` (its estimated correlation with the
-    converged map exceeds ``1 - tolerance``), else ``n = max_masks``. The masks are those of
+    converged map exceeds ``1 - tolerance``), else ``n = max_masks``; scores that have not
+    varied (``r_n = 0``) are no evidence and never stop it. The masks are those of
     :func:`saliency_jax.rise` with the same key, so with ``tolerance=0`` the map is ``rise(key,
     ..., config=RiseConfig(num_masks=max_masks, control_variate=config.control_variate,
     ...))``.
