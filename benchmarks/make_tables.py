@@ -340,8 +340,6 @@ def main():
              "time is reported apart. No GPU figures: no accelerator was lent.", ""]
     classifiers_section(lines)
     evaluate_section(lines, "evaluate_shapes", "The main job on the synthetic benchmark")
-    evaluate_section(lines, "evaluate_shapes_rl",
-                     "The main job on the synthetic benchmark: the RL methods re-run")
     evaluate_section(lines, "evaluate_photos", "The main job on the bundled photos")
     scale_section(lines)
     scale_section(lines, "scale_processes", "The main job at scale, 1 vs 2 processes in one run")
