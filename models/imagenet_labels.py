@@ -178,6 +178,13 @@ def imagenet_class_names() -> list[str]:
 def imagenet_wordnet_ids() -> list[str]:
     """The 1000 ImageNet WordNet ids (``"n01440764"``, ...) in class-index order, read from the
     ``labels.txt`` that the tensorflow-datasets wheel ships."""
-    text = (importlib.resources.files("tensorflow_datasets") / "datasets" / "imagenet2012"
+    try:
+        root = importlib.resources.files("tensorflow_datasets")
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError(
+            "ImageNet's WordNet ids are read from tensorflow-datasets, which is not installed: "
+            "pip install tensorflow-datasets (or pip install 'saliency-jax[app]')",
+            name="tensorflow_datasets") from None
+    text = (root / "datasets" / "imagenet2012"
             / "labels.txt").read_text()
     return text.split()

@@ -63,8 +63,12 @@ def read_state_dict(path) -> dict[str, np.ndarray]:
         raise WeightsFileNotFoundError(f"weights file not found: {path!r}")
     suffix = os.path.splitext(path)[1].lower()
     if suffix == ".safetensors":
-        import safetensors.numpy
-
+        try:
+            import safetensors.numpy
+        except ModuleNotFoundError:
+            raise ModuleNotFoundError(
+                f"reading {path!r} needs safetensors: pip install safetensors (or pip install "
+                "'saliency-jax[app]')", name="safetensors") from None
         state = safetensors.numpy.load_file(path)
         return {k: _as_float32(v) for k, v in state.items()}
     if suffix in (".pth", ".pt", ".bin"):

@@ -54,7 +54,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from saliency_jax._src import baselines, sharding, validation
+from saliency_jax._src import baselines, optional, sharding, validation
 from saliency_jax._src.model_fn import ModelFn, as_pytree_fn
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -125,7 +125,8 @@ def quickshift_segments(image, *, kernel_size: float | None = None, max_dist: fl
     tie-breaking noise (LIME draws it from its random state; fixed here, so the segmentation is
     a function of the image).
     """
-    from skimage.segmentation import quickshift
+    quickshift = optional.require("skimage.segmentation", package="scikit-image",
+                                  feature="LIME's quickshift superpixels").quickshift
 
     h, w = validation.check_image(image)
     if isinstance(image, jax.core.Tracer):

@@ -27,6 +27,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from saliency_jax._src import optional
 from saliency_jax._src.rexl_env import REXL, Environment, EnvParams, observation_shape
 from saliency_jax._src.rl import ppo
 
@@ -165,8 +166,8 @@ def train_agent(config: ppo.TrainConfig, env_params, out_dir, *, key, env: Envir
 
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
+        tqdm = optional.require("tqdm.auto", package="tqdm",
+                                feature="train's progress bar (progress=False needs none)").tqdm
         bar = tqdm(total=config.num_updates, initial=start, desc="train-agent", unit="update")
         bar.set_postfix_str("compiling the first chunk ...")
     chunks = 0
