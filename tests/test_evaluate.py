@@ -49,7 +49,8 @@ def test_run_writes_table_figures_and_records(tmp_path, model_fn, dataset):
         assert (tmp_path / name).stat().st_size > 0
     records = ev.read_records(tmp_path)
     assert set(records) == {(i, m) for i in range(3) for m in ("rise", "occlusion", "random")}
-    assert [p.name for p in (tmp_path / "records").iterdir()] == ["process-00000.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "records").iterdir()) == [
+        "process-00000.jsonl", "process-00000.lock"]
     table = (tmp_path / "table.md").read_text()
     assert "Deletion ↓" in table and "Pointing ↑" in table and "| rise |" in table
     rise = summary["rise"]
@@ -116,7 +117,7 @@ def test_resume_after_a_kill_and_a_torn_line(tmp_path, model_fn, dataset, monkey
                         progress=False)
     assert len(_lines(cut)) == 4 and not (cut / "results.json").exists()  # images 0, 1
     with open(cut / "records" / "process-00000.jsonl", "a") as f:
-        f.write('{"v": 3, "index": 2, "method": "ri')  # a write torn by the kill
+        f.write('{"v": 4, "index": 2, "method": "ri')  # a write torn by the kill
     writes.clear()
     monkeypatch.setattr(ev._RecordWriter, "write",
                         lambda self, records: (writes.append(
@@ -167,7 +168,7 @@ def test_corrupt_record_is_reported_not_overwritten(tmp_path, model_fn, dataset)
     ev.run_evaluate(_config(num_images=1, methods=("random",)), tmp_path, model_fn=model_fn,
                     dataset=dataset, progress=False)
     path = tmp_path / "records" / "process-00000.jsonl"
-    text = '{"v": 3, "index": 0, "meth\n' + path.read_text()  # a complete but broken line
+    text = '{"v": 4, "index": 0, "meth\n' + path.read_text()  # a complete but broken line
     path.write_text(text)
     with pytest.raises(ValueError, match="corrupt at line 1"):
         ev.run_evaluate(_config(num_images=1, methods=("random",)), tmp_path,
@@ -181,7 +182,7 @@ def test_merge_only_needs_every_record(tmp_path, model_fn, dataset):
         summary = ev.run_evaluate(config, tmp_path, model_fn=model_fn, dataset=dataset,
                                   progress=False, process_index=p, process_count=2)
         assert (summary is None) == (p == 0)
-    assert sorted(r.name for r in (tmp_path / "records").iterdir()) == [
+    assert sorted(r.name for r in (tmp_path / "records").glob("*.jsonl")) == [
         "process-00000.jsonl", "process-00001.jsonl"]
     merged = ev.run_evaluate(config, tmp_path, model_fn=model_fn, dataset=dataset,
                              progress=False, merge_only=True)
@@ -265,7 +266,10 @@ def test_progress_prints_an_estimate_and_compiling_notes(tmp_path, model_fn, dat
                     dataset=dataset, progress=True)
     err = capsys.readouterr().err
     assert "measuring tiny's forward rate" in err
-    assert re.search(r"estimate: about \d+ s for 1 image\(s\) at \d+ images/s", err)
+    assert re.search(r"estimate: about \d+ s of model queries for 1 image\(s\) at \d+ images/s",
+                     err)
+    assert re.search(r"compilation is not included: 3 programs compile first .* at least the "
+                     r"\d+ s the bare forward pass took to compile here", err)
     assert "compiling and running random" in err
 
 

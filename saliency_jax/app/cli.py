@@ -25,6 +25,9 @@ METHOD_NAMES = ("rise", "occlusion", "gradcam", "lime", "iassa", "iassa_referenc
 DEFAULT_METHOD_NAMES = ("rise", "iassa", "rexl", "rexl_masked", "rlcam", "occlusion", "gradcam",
                         "lime", "random")
 DATASET_NAMES = ("saliency_shapes", "photos", "imagenet2012", "voc/2007", "coco/2014")
+APP_MODULES = ("tensorflow_datasets", "tensorstore", "PIL", "skimage", "safetensors",
+               "matplotlib", "tqdm")
+"""The modules of the ``app`` extra's packages (``pip install 'saliency-jax[app]'``)."""
 INTERRUPTED = 130
 """Exit status after Ctrl-C (128 + SIGINT), as shells report it."""
 
@@ -248,7 +251,7 @@ def add_evaluate_arguments(ev: argparse.ArgumentParser) -> None:
     ev.add_argument("--merge", action="store_true",
                     help="compute nothing: write the table from the records in --out")
     several = ev.add_argument_group(
-        "several processes", "each process evaluates the images i with i %% N == its id on its "
+        "several processes", "each process evaluates the images i with i % N == its id on its "
         "own devices; all write into the same --out (a shared file system)")
     several.add_argument("--coordinator", default=None, metavar="HOST:PORT",
                          help="jax.distributed coordinator (process 0's address); with "
@@ -275,6 +278,56 @@ def _count_records(out: pathlib.Path) -> int:
         return 0
 
 
+MERGE_SETTINGS = ("dataset", "split", "model", "checkpoint", "num_masks", "image_size", "seed",
+                  "target", "data_dir")
+"""``evaluate --merge`` reads these from the folder's run.json; one given on the command line
+must agree with it."""
+
+
+def _merge_config(args, config, out: pathlib.Path):
+    """``evaluate --merge``: the folder's own settings (run.json), the methods given or else
+    every method it holds; a setting given on the command line that disagrees is refused."""
+    import dataclasses
+
+    from saliency_jax.app.evaluate import _effective_num_masks, config_from_run_dir
+
+    found = config_from_run_dir(out)
+    given = {k: getattr(args, k) for k in MERGE_SETTINGS
+             if getattr(args, k) != EVALUATE_DEFAULTS.get(k)}
+    differ = [f"--{k.replace('_', '-')} {v!r} (the folder has {getattr(found, k)!r})"
+              for k, v in given.items()
+              if (k != "num_masks" and v != getattr(found, k))
+              or (k == "num_masks" and v != _effective_num_masks(found))]
+    if differ:
+        raise ValueError(f"{out} was evaluated with other settings: {', '.join(differ)}; "
+                         "--merge takes them from its run.json, give them as they were or not "
+                         "at all")
+    # Without methods: no record is required, and the folder's whole table is written.
+    return dataclasses.replace(found, methods=tuple(args.methods),
+                               num_images=args.num_images if args.methods else 1,
+                               batch_size=config.batch_size)
+
+
+EVALUATE_DEFAULTS = {"dataset": "saliency_shapes", "split": None, "model": None,
+                     "checkpoint": None, "num_masks": None, "image_size": None, "seed": 0,
+                     "target": "auto", "data_dir": None}
+"""What ``evaluate`` gets for a setting not given on the command line."""
+
+
+def writable_dir(path: pathlib.Path, option: str) -> None:
+    """Create the output folder ``path`` (and its parents) and prove it can be written, before
+    any computing; a ValueError naming ``option`` and the path otherwise."""
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{option} {path} is an existing file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".saliency-jax-write-test.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"{option} {path} cannot be written: {err.strerror or err}") from None
+
+
 def run_evaluate(args) -> int:
     synthetic = args.dataset.startswith("saliency_shapes")
     model = args.model or ("resnet_small" if synthetic or args.dataset != "photos"
@@ -296,6 +349,9 @@ def run_evaluate(args) -> int:
         image_size=args.image_size or (112 if synthetic else 224), seed=args.seed,
         target=args.target, data_dir=args.data_dir, batch_size=args.batch_size,
     )
+    writable_dir(out, "--out")
+    if args.merge and (out / "run.json").exists():
+        config = _merge_config(args, config, out)
     model_fn, variables = load_classifier(config.model, config.checkpoint)
     dataset = data.load(config.dataset, split=config.split, data_dir=config.data_dir,
                         image_size=config.image_size)
@@ -310,7 +366,11 @@ def run_evaluate(args) -> int:
     if summary is None:
         print(f"shard done: records in {out}/records")
         return 0
-    print(markdown_table(summary))
+    table = (out / "table.md").read_text().rstrip()
+    print(markdown_table(summary) if summary else table)
+    if summary and markdown_table(summary) != table:
+        print(f"\n{out}/table.md has the folder's whole table (every method run there):\n"
+              f"{table}")
     print(f"\nresults: {out}/results.json, {out}/table.md, {out}/examples.png, {out}/curves.png")
     return 0
 
@@ -380,12 +440,27 @@ def _resized_map(saliency, hw):
     return np.asarray(Image.fromarray(s, mode="F").resize((hw[1], hw[0]), Image.BILINEAR))
 
 
+def explain_title(method: str, target: int, prob: float, names, true_label: int | None = None,
+                  *, predicted: bool = True) -> str:
+    """The title of an ``explain`` figure: the class explained (the prediction or ``--target``)
+    with its probability and, for a dataset item with a label, the true class, saying so where
+    the two differ."""
+    why = "the prediction" if predicted else "--target"
+    title = f"{method}: explained {class_label(target, names)} ({why}), p = {prob:.2f}"
+    if true_label is None or true_label < 0:
+        return title
+    if true_label == target:
+        return title + "\n= the true label"
+    return title + f"\ntrue label: {class_label(true_label, names)} (differs)"
+
+
 def run_explain(args) -> int:
     out = pathlib.Path(args.out)
     if not args.images and args.dataset is None:
         raise ValueError("give image files, or --dataset with --indices")
     if args.images and args.dataset is not None:
         raise ValueError("give image files or --dataset, not both")
+    writable_dir(out, "--out")
     args.interrupted = lambda: f"the maps written so far are kept in {out}"
     import jax
     import jax.numpy as jnp
@@ -457,13 +532,23 @@ def run_explain(args) -> int:
         if saliency.max() == saliency.min():
             progress.note(f"warning: the {method.name} map of {stem} is constant "
                           f"({float(saliency.flat[0]):.4g}): {constant_map_reason(method.name)}")
+        elif plots.nearly_constant(saliency):
+            progress.note(f"note: the {method.name} map of {stem} is nearly constant "
+                          f"({float(saliency.min()):.4g} to {float(saliency.max()):.4g}, under "
+                          f"{plots.NEARLY_CONSTANT:.1%} of its values): it ranks pixels by "
+                          "differences at the level of noise")
         np.save(out / f"{stem}_{method.name}.npy", saliency)
         mask = None if example is None else example.get("mask")
+        true_label = None if example is None else int(example.get("label", -1))
         label = class_label(target, names)
-        title = f"{method.name}: {label}, p = {float(probs[target]):.2f}"
+        title = explain_title(method.name, target, float(probs[target]), names,
+                              true_label, predicted=args.target is None)
         original_u8 = np.asarray(np.round(np.asarray(original) * 255), np.uint8)
         plots.overlay(out / f"{stem}_{method.name}.png", original_u8,
                       _resized_map(saliency, original_u8.shape[:2]), title=title, mask=mask)
+        differs = (true_label is not None and true_label >= 0 and true_label != target)
+        if differs:
+            label += f" (true label: {class_label(true_label, names)})"
         print(f"{stem}: {label} p={float(probs[target]):.3f} -> "
               f"{out / (stem + '_' + method.name)}.png")
     return 0
@@ -725,6 +810,13 @@ def main(argv=None) -> int:
         return _resolve(args.func)(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"saliency-jax {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:
+        top = (err.name or "").split(".")[0]
+        if top not in APP_MODULES:
+            raise
+        print(f"saliency-jax {args.command}: error: this command needs the 'app' extra "
+              f"(missing: {top}): pip install 'saliency-jax[app]'", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         kept = args.interrupted() if args.interrupted is not None else "nothing was written"

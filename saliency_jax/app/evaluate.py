@@ -63,7 +63,7 @@ from saliency_jax._src.metrics import aggregate
 from saliency_jax.app import methods
 from saliency_jax.app import progress as _progress
 
-RECORD_VERSION = 3
+RECORD_VERSION = 4
 METRIC_KEYS = ("deletion", "insertion", "pointing", "iou", "f1", "precision", "recall")
 LOCALISATION_KEYS = ("pointing", "iou", "f1", "precision", "recall")
 RESULT_FIELDS = ("dataset", "split", "model", "checkpoint", "num_masks", "image_size", "seed",
@@ -152,44 +152,142 @@ def _effective_num_masks(config: EvaluateConfig) -> int:
     return methods.FACTORIES["rise"](ctx, None).queries
 
 
-def _check_run_dir(out: pathlib.Path, config: EvaluateConfig) -> None:
+def _check_run_dir(out: pathlib.Path, config: EvaluateConfig, weights: str | None = None) -> None:
     """Bind ``out`` to the result-changing arguments, or refuse a mismatch (any process).
 
     Only arguments that change a record's values bind it: the methods, their order, the number
     of images, the batch size and the process count do not, so runs accumulate (image x method
-    records). A setting that changes results (seed, N, model, ...) is refused rather than mixed
-    in: its records would be indistinguishable from the ones there, and a table over both would
-    silently average two protocols."""
+    records). A setting that changes results (seed, N, model, the classifier's weights, ...) is
+    refused rather than mixed in: its records would be indistinguishable from the ones there,
+    and a table over both would silently average two protocols. ``run.json`` is created
+    atomically (a complete file linked into place, never overwritten), so processes racing to
+    create it end with one file, and the loser compares with it."""
     run_file = out / "run.json"
     full = _canonical(config)
     full["num_masks"] = _effective_num_masks(config)
-    wanted = {"version": RECORD_VERSION, "config": {k: full[k] for k in RESULT_FIELDS}}
-    if run_file.exists():
-        try:
-            found = json.loads(run_file.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(
-                f"{run_file} is corrupt ({err}); move it or the output directory away"
-            ) from None
-        if found.get("version") != RECORD_VERSION:
-            raise ValueError(
-                f"{out} holds results of another record version ({found.get('version')}, this "
-                f"is {RECORD_VERSION}); use another --out directory"
-            )
-        if found != wanted:
-            diff = {
-                k: (found.get("config", {}).get(k), v)
-                for k, v in wanted["config"].items()
-                if found.get("config", {}).get(k) != v
-            }
-            options = ", ".join(f"{k}: {f!r} there, {w!r} now" for k, (f, w) in diff.items())
-            raise ValueError(
-                f"{out} holds results computed with other settings ({options}); give another "
-                "--out for these settings, or the same settings to add methods or images there"
-            )
-    else:
+    wanted = {"version": RECORD_VERSION, "config": {k: full[k] for k in RESULT_FIELDS},
+              "weights_sha256": weights}
+    _writable_dir(out)
+    if not run_file.exists():
+        _create_once(run_file, wanted)
+    try:
+        found = json.loads(run_file.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{run_file} is corrupt ({err}); move it or the output directory away"
+        ) from None
+    if found.get("version") != RECORD_VERSION:
+        raise ValueError(
+            f"{out} holds results of another record version ({found.get('version')}, this "
+            f"is {RECORD_VERSION}); use another --out directory"
+        )
+    if found != wanted:
+        there = {**found.get("config", {}), "weights": found.get("weights_sha256")}
+        now = {**wanted["config"], "weights": weights}
+        diff = {k: (there.get(k), v) for k, v in now.items() if there.get(k) != v}
+        options = ", ".join(f"{k}: {f!r} there, {w!r} now" for k, (f, w) in diff.items())
+        raise ValueError(
+            f"{out} holds results computed with other settings ({options}); give another "
+            "--out for these settings, or the same settings to add methods or images there"
+        )
+
+
+def _writable_dir(out: pathlib.Path) -> None:
+    """Create ``out`` (with its parents) or refuse, naming it, before anything is computed."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output folder {out} is an existing file; give a folder")
+    try:
         out.mkdir(parents=True, exist_ok=True)
-        _write_json(run_file, wanted)
+        probe = out / f".write-test.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"cannot write in the output folder {out}: "
+                         f"{err.strerror or err}") from None
+
+
+def _create_once(path: pathlib.Path, obj) -> bool:
+    """Write ``obj`` as JSON to ``path`` unless it exists: a complete temporary file is linked
+    into place (``link`` fails on an existing name), so a reader never sees a partial file and
+    two writers cannot both succeed. Returns whether this call created it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    tmp.write_text(json.dumps(obj))
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink()
+
+
+def _settings_file(out: pathlib.Path, name: str) -> pathlib.Path:
+    return out / "methods" / f"{name}.json"
+
+
+def _settings_diff(there: dict, now: dict, prefix: str = "") -> list[str]:
+    """``"field: a there, b now"`` for every leaf where two settings dicts differ."""
+    diffs = []
+    for key in sorted(set(there) | set(now)):
+        a, b = there.get(key), now.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += _settings_diff(a, b, f"{prefix}{key}.")
+        elif a != b:
+            diffs.append(f"{prefix}{key}: {a!r} there, {b!r} now")
+    return diffs
+
+
+def _check_method_settings(out: pathlib.Path, method_list) -> None:
+    """Bind each method of ``out`` to its full settings (``methods/<name>.json``, created once,
+    atomically), or refuse a method whose settings changed, naming the fields: a changed window
+    budget or a retrained agent would otherwise reuse the old records."""
+    (out / "methods").mkdir(exist_ok=True)
+    for method in method_list:
+        wanted = {"method": method.name, "digest": method.digest,
+                  "description": method.description, "settings": method.settings}
+        path = _settings_file(out, method.name)
+        if not path.exists():
+            _create_once(path, wanted)
+        try:
+            found = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is corrupt ({err}); move it away") from None
+        if found.get("digest") != method.digest:
+            fields = "; ".join(_settings_diff(found.get("settings", {}), method.settings))
+            if not fields:
+                fields = f"digest {found.get('digest')} there, {method.digest} now"
+            raise ValueError(
+                f"{out} holds {method.name} records made with other settings ({fields}); give "
+                "another --out for these settings"
+            )
+
+
+def folder_methods(out_dir) -> dict[str, dict]:
+    """The methods ``out_dir`` holds settings for: ``name -> methods/<name>.json``."""
+    directory = pathlib.Path(out_dir) / "methods"
+    found = {}
+    for path in sorted(directory.glob("*.json")) if directory.exists() else ():
+        found[path.stem] = json.loads(path.read_text())
+    return found
+
+
+def config_from_run_dir(out_dir) -> EvaluateConfig:
+    """The :class:`EvaluateConfig` a results folder was made with (its ``run.json``), with the
+    methods it holds; for ``evaluate --merge --out DIR`` without the original command line."""
+    run_file = pathlib.Path(out_dir) / "run.json"
+    try:
+        found = json.loads(run_file.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{run_file} not found: {out_dir} is not an evaluate results folder"
+                         ) from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{run_file} is corrupt ({err})") from None
+    if found.get("version") != RECORD_VERSION:
+        raise ValueError(f"{out_dir} holds results of another record version "
+                         f"({found.get('version')}, this is {RECORD_VERSION})")
+    known = list(methods.FACTORIES)
+    held = sorted(folder_methods(out_dir), key=lambda n: known.index(n) if n in known else 99)
+    return EvaluateConfig(**found["config"], methods=tuple(held), num_images=1)
 
 
 def _write_json(path: pathlib.Path, obj) -> None:
@@ -246,10 +344,15 @@ def read_records(out_dir) -> dict[tuple[int, str], dict]:
 
 
 class _RecordWriter:
-    """Appends records to this process's file, fsync'd per batch; cuts a torn tail first."""
+    """Appends records to this process's file, fsync'd per batch; cuts a torn tail first.
+
+    Holds an exclusive lock on ``process-<p>.lock`` beside the file for its lifetime (released
+    by the system if the process dies): a second writer of the same file (another job in the
+    same folder, a repeated ``--process-id``) is refused instead of interleaving lines."""
 
     def __init__(self, path: pathlib.Path):
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = _take_lock(path.with_suffix(".lock"))
         if path.exists():
             _, end = _parse_lines(path)
             if end != path.stat().st_size:
@@ -264,6 +367,31 @@ class _RecordWriter:
 
     def close(self) -> None:
         self._file.close()
+        self._lock.close()
+
+
+def _take_lock(path: pathlib.Path):
+    """An open file holding ``flock(LOCK_EX)`` on ``path``, with this process's pid in it; a
+    ValueError naming the holder when another process has it."""
+    import fcntl
+
+    handle = open(path, "a+")  # noqa: SIM115 - held for the run, closed by the writer
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "?"
+        handle.close()
+        raise ValueError(
+            f"another process (pid {holder}) is writing these records ({path} is locked): two "
+            "jobs in one --out need different --process-id values; wait for it to finish, or "
+            "give another --out"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 # ----------------------------------------------------------------------------------------------
@@ -414,6 +542,31 @@ def _prefetch(dataset, batches, batch_size, hw, depth: int = 2):
                 thread.join(0.05)
 
 
+def weights_digest(model_fn) -> str | None:
+    """SHA-256 of the arrays a ``Partial`` model function carries (its weights); None for a
+    plain callable, whose weights are out of sight."""
+    leaves = jax.tree.leaves(model_fn) if isinstance(model_fn, jax.tree_util.Partial) else []
+    if not leaves:
+        return None
+    import hashlib
+
+    digest = hashlib.sha256()
+    for leaf in leaves:
+        digest.update(np.asarray(leaf).tobytes())
+    return digest.hexdigest()
+
+
+def _check_record_digests(out, records: dict, method_list) -> None:
+    """Refuse records of a current method made with other settings (its digest differs)."""
+    digests = {m.name: m.digest for m in method_list}
+    for (index, name), record in records.items():
+        if name in digests and record.get("digest") != digests[name]:
+            raise ValueError(
+                f"{out}: the {name} record of image {index} was made with other settings "
+                f"(digest {record.get('digest')}, now {digests[name]}); give another --out"
+            )
+
+
 def _as_partial(model_fn):
     return model_fn if isinstance(model_fn, jax.tree_util.Partial) else jax.tree_util.Partial(
         model_fn)
@@ -510,8 +663,9 @@ def _targets(model_fn, batch, rule: str) -> np.ndarray:
     return top1 if rule == "top1" else np.where(labels >= 0, labels, top1).astype(np.int32)
 
 
-def _record(index, name, target, seconds, queries, values, row, has_mask) -> dict:
-    record = {"v": RECORD_VERSION, "index": int(index), "method": name, "target": int(target),
+def _record(index, method, target, seconds, queries, values, row, has_mask) -> dict:
+    record = {"v": RECORD_VERSION, "index": int(index), "method": method.name,
+              "digest": method.digest, "target": int(target),
               "seconds": seconds, "queries": int(queries),
               "deletion": float(values["deletion"][row]),
               "insertion": float(values["insertion"][row]),
@@ -559,10 +713,10 @@ def _evaluate_shard(out, config, method_list, model_fn, dataset, todo, done, wri
             writes = [store[int(batch["indices"][r])].write(maps[r]) for r in rows]
             for w in writes:
                 w.result()  # the maps are stored before their records say so
-            writer.write([_record(batch["indices"][r], method.name, targets[r], seconds,
+            writer.write([_record(batch["indices"][r], method, targets[r], seconds,
                                   queries[r], values, r, batch["has_mask"][r]) for r in rows])
-        if bar is not None:
-            bar.update(len(valid_rows))
+            if bar is not None:
+                bar.update(len(rows))  # maps: the bar moves after every method of a batch
     if bar is not None:
         bar.set_postfix_str("")
     for name, count in constant.items():
@@ -579,15 +733,25 @@ def estimate(config: EvaluateConfig, method_list, num_images: int, throughput: f
             "throughput": throughput}
 
 
+def estimate_line(est: dict, num_images: int, num_methods: int, compile_s: float) -> str:
+    """The estimate as printed: the model queries' time, and what it leaves out."""
+    slowest = sorted(est["per_image"].items(), key=lambda kv: -kv[1])[:3]
+    parts = ", ".join(f"{n} {_progress.format_duration(t)}" for n, t in slowest)
+    return (f"estimate: about {_progress.format_duration(est['total'])} of model queries for "
+            f"{num_images} image(s) at {est['throughput']:.0f} images/s (per image: {parts}); "
+            f"compilation is not included: {num_methods + 2} programs compile first (one per "
+            f"method, the metrics, the targets), each at least the "
+            f"{_progress.format_duration(compile_s)} the bare forward pass took to compile here")
+
+
 def _announce(config, method_list, model_fn, num_images: int) -> None:
     device = jax.devices()[0].platform
     _progress.note(f"measuring {config.model}'s forward rate on this {device} (one compile) ...")
-    rate = _progress.forward_throughput(model_fn, (config.image_size,) * 2)
+    t0 = time.perf_counter()
+    rate = _progress.forward_throughput(model_fn, (config.image_size,) * 2, batch=32, repeats=2)
+    compile_s = max(0.0, time.perf_counter() - t0 - 3 * 32 / rate)  # less the 3 timed calls
     est = estimate(config, method_list, num_images, rate)
-    slowest = sorted(est["per_image"].items(), key=lambda kv: -kv[1])[:3]
-    parts = ", ".join(f"{n} {_progress.format_duration(t)}" for n, t in slowest)
-    _progress.note(f"estimate: about {_progress.format_duration(est['total'])} for {num_images} "
-                  f"image(s) at {rate:.0f} images/s (per image: {parts}), plus compilation")
+    _progress.note(estimate_line(est, num_images, len(method_list), compile_s))
     for m in method_list:
         text = _progress.slow_note(m.name, m.queries, est["per_image"][m.name], device=device,
                                   num_masks=m.queries if m.name == "rise" else None)
@@ -629,10 +793,13 @@ COLUMNS = (("deletion", "Deletion ↓"), ("insertion", "Insertion ↑"), ("point
 def markdown_table(summary: dict) -> str:
     present = [(k, title) for k, title in COLUMNS
                if all(k in s["metrics"] for s in summary.values())]
-    head = ["Method", *[t for _, t in present], "Queries", "s / image"]
+    counts = {s["num_images"] for s in summary.values()}
+    images = len(counts) > 1  # rows over different images: say how many each covers
+    head = ["Method", *(["Images"] if images else []), *[t for _, t in present],
+            "Queries", "s / image"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, s in summary.items():
-        cells = [name]
+        cells = [name, *([str(s["num_images"])] if images else [])]
         for k, _ in present:
             m = s["metrics"][k]
             cells.append(f"{m['mean']:.4f} ± {m['std']:.4f}")
@@ -668,10 +835,45 @@ def _class_names(config: EvaluateConfig, dataset):
     return None
 
 
+@dataclasses.dataclass(frozen=True)
+class _HeldMethod:
+    """A method of the folder that this run did not build: its name and stored description."""
+
+    name: str
+    description: str
+
+
+def _folder_rows(out: pathlib.Path, records: dict, method_list):
+    """Every method the folder holds records of, in the registry's order, with its records
+    in image order: ``[(method, [record, ...]), ...]``. Records of a method not built by this
+    run count when their digest is the one its ``methods/<name>.json`` binds."""
+    built = {m.name: m for m in method_list}
+    held = folder_methods(out)
+    known = list(methods.FACTORIES)
+    names = sorted({n for _, n in records} | set(built),
+                   key=lambda n: (known.index(n) if n in known else len(known), n))
+    rows = []
+    for name in names:
+        if name in built:
+            method, digest = built[name], built[name].digest
+        elif name in held:
+            method = _HeldMethod(name, held[name].get("description", name))
+            digest = held[name].get("digest")
+        else:
+            continue  # records without a settings file: not this record version's
+        mine = sorted((i for i, n in records if n == name and records[(i, n)].get("digest")
+                       == digest))
+        if mine:
+            rows.append((method, [records[(i, name)] for i in mine]))
+    return rows
+
+
 def merge(config: EvaluateConfig, out_dir, *, method_list, dataset) -> dict:
-    """The table of the first ``config.num_images`` images from the records under ``out_dir``:
-    writes ``results.json``, ``table.md``, ``examples.png`` and ``curves.png``; returns the
-    summary. ValueError if a record is missing (run the evaluation to compute it)."""
+    """The folder's table: writes ``results.json``, ``table.md``, ``examples.png`` and
+    ``curves.png`` over every (image, method) record ``out_dir`` holds (every method run there
+    with its settings, each over the images it has); returns the summary of ``method_list``
+    over the first ``config.num_images`` images (this run's). ValueError if one of those
+    records is missing (run the evaluation to compute it)."""
     from saliency_jax.app import plots
 
     out = pathlib.Path(out_dir)
@@ -684,23 +886,30 @@ def merge(config: EvaluateConfig, out_dir, *, method_list, dataset) -> dict:
             f"are missing (first: image {missing[0][0]}, {missing[0][1]}); run the same evaluate "
             "command (every process) to compute them"
         )
-    entries = {n: [records[(i, n)] for i in range(config.num_images)] for n in names}
-    summary = summarize(entries, method_list)
-    table = markdown_table(summary)
-    _write_json(out / "results.json", {"config": _canonical(config), "summary": summary,
+    this_run = summarize({n: [records[(i, n)] for i in range(config.num_images)]
+                          for n in names}, method_list)
+    rows = _folder_rows(out, records, method_list)
+    folder = summarize({m.name: entries for m, entries in rows}, [m for m, _ in rows])
+    table = markdown_table(folder)
+    whole = {**_canonical(config), "methods": list(folder),
+             "num_images": {n: s["num_images"] for n, s in folder.items()}}
+    _write_json(out / "results.json", {"config": whole, "summary": folder,
                                        "device": jax.devices()[0].device_kind,
                                        "jax": jax.__version__})
     tmp = out / f".table.md.{os.getpid()}.tmp"
     tmp.write_text(table + "\n")
     tmp.replace(out / "table.md")
-    shown = range(min(EXAMPLE_ROWS, config.num_images))
+    folder_names = list(folder)
+    common = sorted(set.intersection(*({int(r["index"]) for r in entries} for _, entries in rows))
+                    ) if rows else []
+    shown = common[:EXAMPLE_ROWS]
     examples = [dataset[i] for i in shown]
-    maps = {i: {n: read_map(out, n, i) for n in names} for i in shown}
-    targets = [records[(i, names[0])]["target"] for i in shown] if names else None
-    _atomic_figure(out / "examples.png", plots.example_grid, examples, maps, names,
-                   _class_names(config, dataset), targets, config.num_images)
-    _atomic_figure(out / "curves.png", plots.curves, summary)
-    return summary
+    maps = {r: {n: read_map(out, n, i) for n in folder_names} for r, i in enumerate(shown)}
+    targets = [records[(i, folder_names[0])]["target"] for i in shown] if folder_names else None
+    _atomic_figure(out / "examples.png", plots.example_grid, examples, maps, folder_names,
+                   _class_names(config, dataset), targets, len(common))
+    _atomic_figure(out / "curves.png", plots.curves, folder)
+    return this_run
 
 
 def run_evaluate(config: EvaluateConfig, out_dir, *, model_fn, dataset, context=None,
@@ -743,13 +952,16 @@ def run_evaluate(config: EvaluateConfig, out_dir, *, model_fn, dataset, context=
     method_list = methods.build_methods(config.methods, context, num_masks=config.num_masks,
                                         on_unavailable=note if skip_unavailable else None)
     out = pathlib.Path(out_dir)
-    _check_run_dir(out, config)
+    _check_run_dir(out, config, weights_digest(model_fn))
+    _check_method_settings(out, method_list)
     if merge_only:
         return merge(config, out, method_list=method_list, dataset=dataset)
 
     writer = _RecordWriter(_record_file(out, process_index))  # cuts a torn tail of our file
     try:
-        done = set(read_records(out))
+        records = read_records(out)
+        _check_record_digests(out, records, method_list)
+        done = set(records)
         names = [m.name for m in method_list]
         todo = [i for i in shard if any((i, n) not in done for n in names)]
         bar = None
@@ -757,8 +969,9 @@ def run_evaluate(config: EvaluateConfig, out_dir, *, model_fn, dataset, context=
             from tqdm.auto import tqdm
 
             _announce(config, method_list, _as_partial(model_fn), len(todo))
-            bar = tqdm(total=len(todo), desc=f"evaluate [{process_index}/{process_count}]",
-                       unit="image")
+            maps = sum((i, n) not in done for i in todo for n in names)
+            bar = tqdm(total=maps, desc=f"evaluate [{process_index}/{process_count}]",
+                       unit="map")
         model_fn = _as_partial(model_fn)
         with sharding.use_devices(jax.local_devices()):
             _evaluate_shard(out, config, method_list, model_fn, dataset, todo, done, writer,

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
 from collections.abc import Callable
 
 import jax
@@ -70,6 +72,27 @@ class Method:
     vmappable: bool = True
     """Whether ``evaluate`` runs it as ``jit(vmap(explain))`` over a batch of images; False runs
     it image by image inside the batch."""
+    settings: dict = dataclasses.field(default_factory=dict, compare=False, hash=False)
+    """Everything that decides its maps (its configs, its agent's parameter digest, ...), as
+    JSON: ``evaluate`` refuses to mix records made with other settings."""
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of :attr:`settings` (canonical JSON), the first 16 hex digits."""
+        text = json.dumps(self.settings, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def settings_of(*configs, **extra) -> dict:
+    """A method's :attr:`Method.settings`: each config dataclass's fields (under its class
+    name; chunk sizes left out) and ``extra``, as plain JSON (tuples become lists, anything else its ``repr``)."""
+    found = {type(c).__name__: {k: v for k, v in dataclasses.asdict(c).items()
+                                if k not in CHUNK_FIELDS} for c in configs}
+    return json.loads(json.dumps({**found, **extra}, sort_keys=True, default=repr))
+
+
+CHUNK_FIELDS = ("batch_size",)
+"""Config fields left out of :attr:`Method.settings`: chunk sizes do not change the maps."""
 
 
 def _random_map(key, model_fn, image, target):
@@ -88,7 +111,8 @@ def _rise(ctx: ModelContext, num_masks: int | None) -> Method:
         return rise(key, model_fn, image, target, config=config)
 
     return Method("rise", explain, config.num_masks,
-                  f"RISE, N={config.num_masks}, s={config.grid}, p={config.p_keep}")
+                  f"RISE, N={config.num_masks}, s={config.grid}, p={config.p_keep}",
+                  settings=settings_of(config))
 
 
 def _occlusion(ctx: ModelContext, num_masks: int | None) -> Method:
@@ -98,7 +122,8 @@ def _occlusion(ctx: ModelContext, num_masks: int | None) -> Method:
         return occlusion(key, model_fn, image, target, config=config)
 
     return Method("occlusion", explain, config.num_windows(ctx.image_hw) + 1,
-                  f"sliding-window occlusion, window {config.window}, stride {config.stride}")
+                  f"sliding-window occlusion, window {config.window}, stride {config.stride}",
+                  settings=settings_of(config))
 
 
 def _gradcam(ctx: ModelContext, num_masks: int | None) -> Method:
@@ -109,7 +134,9 @@ def _gradcam(ctx: ModelContext, num_masks: int | None) -> Method:
     def explain(key, model_fn, image, target):
         return gradcam(key, model_fn, image, target, cam_model=split)
 
-    return Method("gradcam", explain, 1, "Grad-CAM (white-box: one forward and backward pass)")
+    return Method("gradcam", explain, 1, "Grad-CAM (white-box: one forward and backward pass)",
+                  settings=settings_of(model=ctx.name, gradcam="the last stage, ReLU of the "
+                                                       "gradient-weighted sum"))
 
 
 def _lime(ctx: ModelContext, num_masks: int | None) -> Method:
@@ -119,7 +146,8 @@ def _lime(ctx: ModelContext, num_masks: int | None) -> Method:
         return lime(key, model_fn, image, target, config=config)
 
     return Method("lime", explain, config.num_samples,
-                  f"LIME, {config.num_samples} samples, quickshift superpixels")
+                  f"LIME, {config.num_samples} samples, quickshift superpixels",
+                  settings=settings_of(config))
 
 
 def _iassa_method(name: str, config: IassaConfig, ctx: ModelContext, description: str) -> Method:
@@ -128,7 +156,8 @@ def _iassa_method(name: str, config: IassaConfig, ctx: ModelContext, description
     def explain(key, model_fn, image, target):
         return iassa(key, model_fn, image, target, config=config, features_fn=features)
 
-    return Method(name, explain, iassa_num_queries(config, ctx.image_hw), description)
+    return Method(name, explain, iassa_num_queries(config, ctx.image_hw), description,
+                  settings=settings_of(config))
 
 
 IASSA_WINDOWS = 128
@@ -221,7 +250,9 @@ def rexl_method(ctx: ModelContext, *, mode: str = "deletion", agent_dir=None,
                     features_fn=features, fused_fn=fused, deterministic=deterministic)
 
     return Method(name, explain, rexl_num_queries(config),
-                  rexl_description(config, meta, deterministic, params))
+                  rexl_description(config, meta, deterministic, params),
+                  settings=settings_of(config, deterministic=deterministic,
+                                       agent_sha256=agents.variables_digest(params)))
 
 
 def rexl_description(config, meta: dict, deterministic: bool, params) -> str:
@@ -273,7 +304,9 @@ def rlcam_method(ctx: ModelContext, *, agent_dir=None, deterministic: bool = Tru
                   f"T={config.steps}, λ={config.size_penalty:g}; trained on {trained}"
                   f"{'' if trained == ctx.name else ', scores-only observation'}; "
                   "it may stop early, so its queries vary per image)",
-                  explain_counted=explain_counted)
+                  explain_counted=explain_counted,
+                  settings=settings_of(config, deterministic=deterministic,
+                                       agent_sha256=agents.variables_digest(params)))
 
 
 def _rexl(ctx: ModelContext, num_masks: int | None) -> Method:
@@ -309,7 +342,7 @@ def _rlcam_greedy(ctx: ModelContext, num_masks: int | None) -> Method:
                   f"RL-CAM (reimplemented from the abstract) greedy look-ahead baseline (no "
                   f"agent), k={config.grid}, "
                   f"T={config.steps}, λ={config.size_penalty:g}; stops when no toggle helps",
-                  explain_counted=explain_counted)
+                  explain_counted=explain_counted, settings=settings_of(config))
 
 
 RLCAM_OUTPUT_AGENT = "rlcam_output_" + agents.DEFAULT_MODEL
@@ -342,11 +375,13 @@ def _rlcam_output(ctx: ModelContext, num_masks: int | None) -> Method:
                   f"the mask and the step, no look-ahead (learned agent, argmax actions, "
                   f"k={config.grid}, T={config.steps}, λ={config.size_penalty:g}, one query a "
                   f"step; trained on {meta.get('model', '?')}; it may stop early)",
-                  explain_counted=explain_counted)
+                  explain_counted=explain_counted,
+                  settings=settings_of(config, agent_sha256=agents.variables_digest(params)))
 
 
 def _random(ctx: ModelContext, num_masks: int | None) -> Method:
-    return Method("random", _random_map, 0, "uniform random map (sanity floor)")
+    return Method("random", _random_map, 0, "uniform random map (sanity floor)",
+                  settings={"map": "uniform [0, 1) from the key"})
 
 
 FACTORIES: dict[str, Callable[[ModelContext, int | None], Method]] = {

@@ -27,13 +27,28 @@ def _outline(ax, mask):
         ax.contour(np.asarray(mask, float), levels=[0.5], colors="white", linewidths=1.0)
 
 
+NEARLY_CONSTANT = 1e-3
+"""A map whose range is under this fraction of its largest magnitude is *nearly constant*: its
+differences are at the level of noise, and stretching the colours over them would show noise
+as structure."""
+
+
+def nearly_constant(saliency) -> bool:
+    """Whether ``saliency`` varies by less than :data:`NEARLY_CONSTANT` of its magnitude (a
+    constant map included)."""
+    s = np.asarray(saliency, np.float64)
+    lo, hi = float(s.min()), float(s.max())
+    return hi - lo <= NEARLY_CONSTANT * max(abs(lo), abs(hi), 1e-12)
+
+
 def overlay(path, image_u8, saliency, *, title=None, mask=None) -> None:
     """``image_u8`` (its own size and aspect ratio) with ``saliency`` over it (jet, alpha 0.5),
     the ground-truth outline (``mask``) in white, and a colour bar in the map's own values.
 
     The colours span the map's range ``[min, max]`` so its structure shows; the bar's ticks are
     the real values and its label states the range, so a narrow range (e.g. 0.663-0.721) is
-    visible as such. A constant map is drawn as one colour and labelled constant.
+    visible as such. A :func:`nearly_constant` map (range <= 0.1 % of its values) is drawn as
+    one colour and labelled as nearly constant, rather than its noise stretched over the bar.
     """
     image = np.asarray(image_u8)
     h, w = image.shape[:2]
@@ -45,10 +60,22 @@ def overlay(path, image_u8, saliency, *, title=None, mask=None) -> None:
         if s.shape != (h, w):
             raise ValueError(f"saliency must have the image's shape {(h, w)}, got {s.shape}")
         lo, hi = float(s.min()), float(s.max())
-        shown = ax.imshow(s, cmap="jet", alpha=0.5, vmin=lo, vmax=hi if hi > lo else lo + 1)
+        flat = nearly_constant(s)
+        if flat:  # one colour: the middle of a bar that spans the map's magnitude
+            half = max(abs(lo), abs(hi), 1e-12) * 0.5
+            mid = 0.5 * (lo + hi)
+            vmin, vmax = mid - half, mid + half
+        else:
+            vmin, vmax = lo, hi
+        shown = ax.imshow(s, cmap="jet", alpha=0.5, vmin=vmin, vmax=vmax)
         bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03)
-        bar.set_label(f"saliency: {lo:.4g} to {hi:.4g}" if hi > lo
-                      else f"saliency: constant {lo:.4g}", fontsize=9)
+        if hi == lo:
+            text = f"saliency: constant {lo:.4g}"
+        elif flat:
+            text = f"saliency: nearly constant ({lo:.4g} to {hi:.4g})"
+        else:
+            text = f"saliency: {lo:.4g} to {hi:.4g}"
+        bar.set_label(text, fontsize=9)
     _outline(ax, mask)
     if title:
         ax.set_title(title, fontsize=10)
