@@ -86,11 +86,8 @@ def _as_float32(v: np.ndarray) -> np.ndarray:
 def _read_torch_pickle(path: str) -> dict[str, np.ndarray]:
     try:
         import torch
-    except ImportError as e:
-        raise ValueError(
-            f"reading {path!r} needs PyTorch: pip install 'saliency-jax[torch]' "
-            "(or convert the file to .safetensors elsewhere)"
-        ) from e
+    except ImportError:  # numpy alone reads a plain state dict (models.torch_pickle)
+        return _read_without_torch(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for a bad pickle
@@ -109,6 +106,27 @@ def _read_torch_pickle(path: str) -> dict[str, np.ndarray]:
         t = t.detach().cpu()
         out[str(k)] = t.float().numpy() if t.is_floating_point() else t.numpy()
     return out
+
+
+def _read_without_torch(path: str) -> dict[str, np.ndarray]:
+    from . import torch_pickle
+
+    try:
+        obj = torch_pickle.load(path)
+    except ValueError as e:
+        raise ValueError(f"could not read {path!r} as a torch state_dict without PyTorch: {e} "
+                         "(pip install 'saliency-jax[torch]' reads any torch file)") from e
+    except Exception as e:  # noqa: BLE001 - a damaged pickle raises many types
+        raise ValueError(f"could not read {path!r} as a torch state_dict: {e}") from e
+    if isinstance(obj, Mapping) and not any(isinstance(v, np.ndarray) for v in obj.values()):
+        for wrapper in ("state_dict", "model"):
+            if isinstance(obj.get(wrapper), Mapping):
+                obj = obj[wrapper]
+                break
+    if not isinstance(obj, Mapping) or not all(isinstance(v, np.ndarray) for v in obj.values()):
+        raise ValueError(
+            f"{path!r} does not hold a state_dict (a dict of tensors); got {type(obj).__name__}")
+    return {str(k): _as_float32(v) for k, v in obj.items()}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import sys
 
 from saliency_jax import models
 
@@ -43,6 +44,13 @@ def resolve_checkpoint(model: str, checkpoint: str | None) -> pathlib.Path:
         return packaged
     converted = converted_weights_dir(model)
     if converted.exists():
+        return converted
+    finder = getattr(models.get(model), "packaged_checkpoint", None)
+    if finder is not None:  # weights shipped in a package (EfficientNet-Lite0): convert now
+        src = finder()
+        print(f"converting {model}'s weights at first use: {src} -> {converted} (once)",
+              file=sys.stderr, flush=True)
+        models.convert_file(src, converted, name=model)
         return converted
     if model in DEFAULT_MODELS:
         raise ValueError(

@@ -35,7 +35,7 @@ EPILOG = """\
 examples:
   saliency-jax evaluate                       # all methods, synthetic benchmark, resnet_small
   saliency-jax evaluate rise gradcam --num-images 50
-  saliency-jax explain photo.jpg              # RISE on EfficientNet-Lite0 (convert-weights first)
+  saliency-jax explain photo.jpg              # RISE on EfficientNet-Lite0 (real ImageNet weights)
   saliency-jax explain --dataset saliency_shapes --indices 0 1 2 --method occlusion
   saliency-jax train-classifier --model resnet_small --out runs/resnet_small
   saliency-jax train-agent --method rl-cam --model vgg_small
