@@ -150,3 +150,11 @@ def test_a_subset_run_and_merge_keep_the_folder_table(tmp_path):
     assert (out / "table.md").read_text() == table
     done, _ = _cli("evaluate", "--merge", "--out", out, "--seed", "3", cwd=tmp_path)
     assert done.returncode == 2 and "--seed 3 (the folder has 0)" in done.stderr
+
+
+def test_a_folder_dataset_gets_real_image_defaults_and_a_sane_out_name(tmp_path):
+    assert cli.dataset_slug("folder:/data/imagenet/val/") == "folder-val"
+    assert cli.dataset_slug("folder:~/my photos") == "folder-my_photos"
+    assert cli.dataset_slug("voc/2007") == "voc_2007"
+    assert cli.real_images("folder:/x") and cli.real_images("photos")
+    assert not cli.real_images("saliency_shapes")

@@ -217,13 +217,15 @@ def add_evaluate_arguments(ev: argparse.ArgumentParser) -> None:
                     f"model); choose from: {', '.join(METHOD_NAMES)}")
     ev.add_argument("--dataset", default="saliency_shapes",
                     help=f"dataset name: {', '.join(DATASET_NAMES)} (default: %(default)s, "
-                    "generated offline; the others are read through TFDS from --data-dir)")
+                    "generated offline; the others are read through TFDS from --data-dir), or "
+                    "folder:PATH, a folder of images (one sub-folder per class, or flat with a "
+                    "labels.csv of filename,label lines)")
     ev.add_argument("--split", default=None,
                     help="dataset split (default: the dataset's evaluation split)")
     ev.add_argument("--model", default=None,
                     help="classifier registry name, e.g. resnet_small, vgg_small, resnet50, "
                     "efficientnet_lite0 (default: resnet_small, or efficientnet_lite0 for "
-                    "--dataset photos)")
+                    "--dataset photos and folder:PATH)")
     ev.add_argument("--checkpoint", default=None, metavar="DIR",
                     help="orbax variables of --model (default: its packaged or converted weights)")
     ev.add_argument("--num-images", type=positive_int, default=8, metavar="N",
@@ -328,11 +330,24 @@ def writable_dir(path: pathlib.Path, option: str) -> None:
         raise ValueError(f"{option} {path} cannot be written: {err.strerror or err}") from None
 
 
+def dataset_slug(dataset: str) -> str:
+    """A folder-name form of a dataset name: ``voc_2007``, ``folder-val`` for ``folder:~/x/val``."""
+    if dataset.startswith("folder:"):
+        base = pathlib.Path(dataset[len("folder:"):].rstrip("/")).name or "root"
+        return "folder-" + re.sub(r"[^A-Za-z0-9._-]+", "_", base)
+    return dataset.replace("/", "_")
+
+
+def real_images(dataset: str) -> bool:
+    """Whether ``dataset`` holds real photos (the bundled photos, an image folder): their
+    defaults are an ImageNet model at 224."""
+    return dataset == "photos" or dataset.startswith("folder:")
+
+
 def run_evaluate(args) -> int:
     synthetic = args.dataset.startswith("saliency_shapes")
-    model = args.model or ("resnet_small" if synthetic or args.dataset != "photos"
-                           else "efficientnet_lite0")
-    out = pathlib.Path(args.out or f"runs/evaluate-{args.dataset.replace('/', '_')}-{model}")
+    model = args.model or ("efficientnet_lite0" if real_images(args.dataset) else "resnet_small")
+    out = pathlib.Path(args.out or f"runs/evaluate-{dataset_slug(args.dataset)}-{model}")
     args.interrupted = lambda: (
         f"{_count_records(out)} image x method records are kept in {out}/records; run the "
         "same command again to resume (what has a record is not computed again)")
@@ -386,7 +401,7 @@ def add_explain_arguments(ex: argparse.ArgumentParser) -> None:
                     help="explainer (default: %(default)s)")
     ex.add_argument("--model", default=None,
                     help="classifier registry name (default: efficientnet_lite0 for image "
-                    "files, resnet_small for --dataset)")
+                    "files, photos and folder:PATH, resnet_small for saliency_shapes)")
     ex.add_argument("--checkpoint", default=None, metavar="DIR",
                     help="orbax variables of --model (default: its packaged or converted weights)")
     ex.add_argument("--dataset", default=None,
@@ -396,7 +411,7 @@ def add_explain_arguments(ex: argparse.ArgumentParser) -> None:
                     help="dataset items to explain (default: 0)")
     ex.add_argument("--data-dir", default=None, metavar="DIR", help="TFDS data directory")
     ex.add_argument("--image-size", type=image_size, default=None, metavar="PX",
-                    help="model input side (default: 224 for image files, 112 for --dataset); "
+                    help="model input side (default: 112 for saliency_shapes, else 224); "
                     "the figure shows the map at the image's own size and aspect ratio")
     ex.add_argument("--num-masks", type=positive_int, default=None, metavar="N",
                     help="RISE masks (default 4000)")
@@ -470,8 +485,9 @@ def run_explain(args) -> int:
     from saliency_jax.app import methods, plots, progress
     from saliency_jax.app.evaluate import constant_map_reason, method_key
 
-    model = args.model or ("efficientnet_lite0" if args.images else "resnet_small")
-    size = args.image_size or (224 if args.images else 112)
+    model = args.model or ("efficientnet_lite0" if args.images or real_images(args.dataset)
+                           else "resnet_small")
+    size = args.image_size or (224 if args.images or real_images(args.dataset) else 112)
     model_fn, variables = load_classifier(model, args.checkpoint)
     dataset = None
     if args.images:
@@ -492,7 +508,7 @@ def run_explain(args) -> int:
         for i in args.indices:
             example = dataset[i]
             image = np.asarray(example["image"], np.float32) / 255.0
-            items.append((f"{args.dataset.replace('/', '_')}-{i}", image, image, example))
+            items.append((f"{dataset_slug(args.dataset)}-{i}", image, image, example))
     context = methods.model_context(model, variables, (size, size))
     (method,) = methods.build_methods([args.method], context, num_masks=args.num_masks)
     num_classes = int(jax.eval_shape(model_fn, jax.ShapeDtypeStruct((1, size, size, 3),

@@ -14,6 +14,9 @@ name                   split         ground truth
                                      from an ``instances_val2014.json`` (``coco_annotations=``)
 =====================  ============  =====================================================
 
+and ``folder:PATH``, a folder of image files (one sub-folder per class, or flat with a
+``labels.csv``; ``boxes`` and ``mask`` from VOC XML beside an image; :mod:`.folder`).
+
 Every example holds
   * ``image`` uint8[h, w, 3]: resized to ``image_size`` (see below);
   * ``label`` int: the class to explain: the ImageNet label, the synthetic target's shape, and
@@ -65,7 +68,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image, UnidentifiedImageError
 
-from saliency_jax.data import shapes
+from saliency_jax.data import folder, shapes
 
 RESIZE_MODES = ("direct", "center_crop", "none")
 DEFAULT_IMAGE_SIZE = 224
@@ -569,6 +572,9 @@ def load(
         raise ValueError(f"name must be a string, got {name!r}")
     _check_resize(resize, crop_fraction)
     size = None if image_size is None else _check_size(image_size)
+    if name.startswith(folder.PREFIX):
+        return _load_folder(name, split=split, data_dir=data_dir, size=size, resize=resize,
+                            crop_fraction=crop_fraction, coco_annotations=coco_annotations)
     base, _, config = name.partition("/")
     canonical = _ALIASES.get(name, name)
     if base == shapes.NAME:
@@ -633,6 +639,23 @@ def load(
     return ExampleSource(
         name=canonical, split=split, records=records, convert=convert, class_names=class_names
     )
+
+
+def _load_folder(name, *, split, data_dir, size, resize, crop_fraction, coco_annotations):
+    """``folder:PATH`` (:mod:`saliency_jax.data.folder`): every image checked now."""
+    path = name[len(folder.PREFIX):]
+    if not path:
+        raise ValueError("give the folder after 'folder:', e.g. folder:~/imagenet/val")
+    if split not in (None, "all"):
+        raise ValueError(f"split {split!r}: a folder dataset has no splits (give none, or "
+                         "point folder: at the split's own folder)")
+    if data_dir is not None or coco_annotations is not None:
+        raise ValueError("data_dir and coco_annotations do not apply to a folder dataset")
+    items, class_names = folder.scan(path)
+    size = (DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE) if size is None else size
+    convert = functools.partial(folder.convert, geometry=(size, resize, crop_fraction))
+    return ExampleSource(name=name, split="all", records=items, convert=convert,
+                         class_names=class_names)
 
 
 # ----------------------------------------------------------------------------------------------
