@@ -113,11 +113,10 @@ def _read_without_torch(path: str) -> dict[str, np.ndarray]:
 
     try:
         obj = torch_pickle.load(path)
-    except ValueError as e:
-        raise ValueError(f"could not read {path!r} as a torch state_dict without PyTorch: {e} "
-                         "(pip install 'saliency-jax[torch]' reads any torch file)") from e
     except Exception as e:  # noqa: BLE001 - a damaged pickle raises many types
-        raise ValueError(f"could not read {path!r} as a torch state_dict: {e}") from e
+        raise ValueError(f"could not read {path!r} as a torch state_dict without PyTorch: {e} "
+                         "(numpy alone reads plain state dicts; pip install "
+                         "'saliency-jax[torch]' reads any torch file)") from e
     if isinstance(obj, Mapping) and not any(isinstance(v, np.ndarray) for v in obj.values()):
         for wrapper in ("state_dict", "model"):
             if isinstance(obj.get(wrapper), Mapping):

@@ -448,7 +448,7 @@ def test_read_state_dict_errors(tmp_path):
 def test_pth_without_torch_says_how_to_install(tmp_path, monkeypatch):
     (tmp_path / "w.pth").write_bytes(b"not a pickle")
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
-    with pytest.raises(ValueError, match=r"pip install 'saliency-jax\[torch\]'"):
+    with pytest.raises(ValueError, match=r"w\.pth.*without PyTorch.*pip install 'saliency-jax\[torch\]'"):
         weights.read_state_dict(tmp_path / "w.pth")
 
 
