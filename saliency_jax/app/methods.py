@@ -39,6 +39,7 @@ from saliency_jax._src.occlusion import OcclusionConfig, occlusion
 from saliency_jax._src.rexl import rexl, rexl_num_queries
 from saliency_jax._src.rexl_env import check_grid
 from saliency_jax._src.rise import RiseConfig, rise
+from saliency_jax._src.rise_anytime import RiseAnytimeConfig, rise_anytime
 from saliency_jax._src.rlcam import rlcam_explain, rlcam_greedy_explain, rlcam_num_queries
 from saliency_jax.app import agents
 
@@ -112,6 +113,28 @@ def _rise(ctx: ModelContext, num_masks: int | None) -> Method:
 
     return Method("rise", explain, config.num_masks,
                   f"RISE, N={config.num_masks}, s={config.grid}, p={config.p_keep}",
+                  settings=settings_of(config))
+
+
+def _rise_anytime(ctx: ModelContext, num_masks: int | None) -> Method:
+    """Anytime RISE: the library's defaults, ``num_masks`` its most masks (default 4000)."""
+    if num_masks is not None and (isinstance(num_masks, bool) or not isinstance(num_masks, int)
+                                  or num_masks < 1):
+        raise ValueError(f"num_masks must be None (default 4000) or an integer >= 1, "
+                         f"got {num_masks!r}")
+    config = RiseAnytimeConfig() if num_masks is None else RiseAnytimeConfig(
+        max_masks=num_masks, check_every=min(num_masks, RiseAnytimeConfig.check_every),
+        min_masks=min(num_masks, RiseAnytimeConfig.min_masks))
+
+    def explain_counted(key, model_fn, image, target):
+        result = rise_anytime(key, model_fn, image, target, config=config)
+        return result.saliency, result.num_masks
+
+    return Method("rise_anytime", lambda *a: explain_counted(*a)[0], config.max_masks,
+                  f"anytime RISE (control variate), stops when the estimated correlation with "
+                  f"the converged map exceeds {1 - config.tolerance:g}; at most "
+                  f"{config.max_masks} masks, s={config.grid}, p={config.p_keep}",
+                  explain_counted=explain_counted, vmappable=False,
                   settings=settings_of(config))
 
 
@@ -386,6 +409,7 @@ def _random(ctx: ModelContext, num_masks: int | None) -> Method:
 
 FACTORIES: dict[str, Callable[[ModelContext, int | None], Method]] = {
     "rise": _rise,
+    "rise_anytime": _rise_anytime,
     "occlusion": _occlusion,
     "gradcam": _gradcam,
     "lime": _lime,
