@@ -19,9 +19,9 @@ import sys
 
 # Kept here (not imported from saliency_jax.app.methods / models / data) so that --help and
 # argument errors import no JAX; tests/test_cli.py checks them against the registries.
-METHOD_NAMES = ("rise", "occlusion", "gradcam", "lime", "iassa", "iassa_reference", "rexl",
-                "rexl_rollouts", "rexl_masked", "rexl_insertion", "rlcam", "rlcam_greedy",
-                "rlcam_output", "random")
+METHOD_NAMES = ("rise", "rise_anytime", "occlusion", "gradcam", "lime", "iassa",
+                "iassa_reference", "rexl", "rexl_rollouts", "rexl_masked", "rexl_insertion",
+                "rlcam", "rlcam_greedy", "rlcam_output", "random")
 DEFAULT_METHOD_NAMES = ("rise", "iassa", "rexl", "rexl_masked", "rlcam", "occlusion", "gradcam",
                         "lime", "random")
 DATASET_NAMES = ("saliency_shapes", "photos", "imagenet2012", "voc/2007", "coco/2014")
