@@ -88,14 +88,14 @@ def _ratio_ci(a, b, draws: int = 2000) -> dict:
 
 def rexl_row(ctx, name: str, *, variant: str = "rexl", agent_dir=None,
              deterministic: bool | None = None, policy_weight: float | None = None,
-             rollouts: tuple[int, int] | None = None):
+             rollouts: tuple[int, int] | None = None, episode_map: str | None = None):
     """:func:`methods.rexl_method` with the policy term's weight (``None``: the agent's
     ``agent.json``, as the main job runs it) and ``rollouts = (R, T)`` set here; both are named
     in the description."""
     mode = "insertion" if variant == "rexl_insertion" else "deletion"
     return methods.rexl_method(ctx, mode=mode, variant=variant, agent_dir=agent_dir,
                                deterministic=deterministic, name=name, rollouts=rollouts,
-                               policy_weight=policy_weight)
+                               policy_weight=policy_weight, episode_map=episode_map)
 
 
 def _rollouts(name: str) -> tuple[str, tuple[int, int] | None]:
@@ -107,7 +107,7 @@ def _rollouts(name: str) -> tuple[str, tuple[int, int] | None]:
     return name, None
 
 
-_ROWS = {  # name: (variant, deterministic, policy_weight); None = the agent's own setting
+_ROWS = {  # name: (variant, deterministic, policy_weight[, episode_map]); None = the agent's own
     "rexl": ("rexl", None, None),
     "rexl_trajectory": ("rexl", None, 0.0),
     "rexl_w1": ("rexl", None, 1.0),
@@ -116,6 +116,7 @@ _ROWS = {  # name: (variant, deterministic, policy_weight); None = the agent's o
     "rexl_masked": ("rexl_masked", None, None),
     "rexl_masked_sampled": ("rexl_masked", False, None),
     "rexl_insertion": ("rexl_insertion", None, None),
+    "rexl_first": ("rexl", None, None, "first_visit"),
 }
 
 
@@ -125,9 +126,10 @@ def build(args, ctx) -> list[methods.Method]:
         base, rollouts = _rollouts(name)
         try:
             if base in _ROWS:
-                variant, deterministic, weight = _ROWS[base]
+                variant, deterministic, weight, *episode_map = _ROWS[base]
                 rows.append(rexl_row(ctx, name, variant=variant, deterministic=deterministic,
-                                     policy_weight=weight, rollouts=rollouts))
+                                     policy_weight=weight, rollouts=rollouts,
+                                     episode_map=(episode_map or [None])[0]))
             else:
                 rows.append(methods.build_methods([name], ctx)[0])
         except methods.MethodUnavailableError as err:

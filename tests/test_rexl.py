@@ -10,7 +10,13 @@ import pytest
 import skimage.transform
 
 from saliency_jax import testing
-from saliency_jax._src.rexl import RexlConfig, rexl, rexl_num_queries, trajectory_saliency
+from saliency_jax._src.rexl import (
+    RexlConfig,
+    first_visit_saliency,
+    rexl,
+    rexl_num_queries,
+    trajectory_saliency,
+)
 from saliency_jax._src.rl import networks
 
 H = W = 16
@@ -172,6 +178,31 @@ def test_policy_weight_adds_the_first_step_policy(weight):
     expected = skimage.transform.resize(cells.reshape(K, K), (H, W), order=1, mode="reflect",
                                         anti_aliasing=False)
     np.testing.assert_allclose(sal, expected, atol=1e-6)
+
+
+def test_first_visit_saliency_hand_computed():
+    # T = 4 steps on a 2 x 2 grid: patch 3 first at t = 0, 0 at t = 1, 3 again, 1 at t = 3;
+    # patch 2 never: 1 - t / T, 0 for the unvisited
+    sal = first_visit_saliency(jnp.array([3, 0, 3, 1]), grid=2)
+    np.testing.assert_array_equal(sal, [[0.75, 0.25], [0.0, 1.0]])
+    jitted = jax.jit(functools.partial(first_visit_saliency, grid=2))
+    np.testing.assert_array_equal(jitted(jnp.array([3, 0, 3, 1])), sal)
+
+
+def test_first_visit_map_follows_the_agents_order():
+    # the scripted agent visits 0, 1, 2, ... (masked argmax): cell a gets 1 - a / 16 whatever
+    # the scores (the trajectory map of the same episode is 1 on cells 0..6, 0 elsewhere)
+    config = RexlConfig(grid=K, mode="deletion", substrate="baseline", mask_visited=True,
+                        episode_map="first_visit", **LAYERS)
+    params = scripted_agent(config, -np.arange(K * K))
+    sal = rexl(jax.random.key(0), region_model(), np.ones((H, W, 3), np.float32), 0,
+               config=config, agent_params=params, features_fn=features())
+    cells = 1.0 - np.arange(K * K) / (K * K)
+    expected = skimage.transform.resize(cells.reshape(K, K), (H, W), order=1, mode="reflect",
+                                        anti_aliasing=False)
+    np.testing.assert_allclose(sal, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="episode_map must be one of"):
+        RexlConfig(grid=K, episode_map="last_visit", **LAYERS)
 
 
 def test_horizon_stops_the_episode_early():

@@ -78,6 +78,7 @@ from saliency_jax._src.rl import networks
 
 
 NORMALISATIONS = ("minmax", "reference")
+EPISODE_MAPS = ("trajectory", "first_visit")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +99,9 @@ class RexlConfig:
         default. Not a training setting.
       horizon: steps ``T`` of each episode, ``1 <= T <= k²``; ``None`` (default) is ``k²``, the
         code's. Not a training setting.
+      episode_map: how an episode becomes a map: ``"trajectory"`` (default), the code's
+        score-change credit (:func:`trajectory_saliency`), or ``"first_visit"``, the agent's
+        order itself (:func:`first_visit_saliency`). Not a training setting.
       num_class_planes: one-hot class planes in the observation (dataset-wide agents), else 0.
       stage: the ``features_fn`` stage; ``None`` for its last.
       pi_layers, vf_layers: the actor-critic's hidden widths.
@@ -111,6 +115,7 @@ class RexlConfig:
     policy_weight: float = 0.0
     num_rollouts: int = 1
     horizon: int | None = None
+    episode_map: str = "trajectory"
     num_class_planes: int = 0
     stage: str | None = None
     pi_layers: tuple[int, ...] = (256, 128)
@@ -137,6 +142,9 @@ class RexlConfig:
                 or not 1 <= self.horizon <= self.grid ** 2):
             raise ValueError(f"horizon must be None or an integer in [1, grid² = "
                              f"{self.grid ** 2}], got {self.horizon!r}")
+        if self.episode_map not in EPISODE_MAPS:
+            raise ValueError(f"episode_map must be one of {EPISODE_MAPS}, got "
+                             f"{self.episode_map!r}")
         object.__setattr__(self, "pi_layers", tuple(int(n) for n in self.pi_layers))
         object.__setattr__(self, "vf_layers", tuple(int(n) for n in self.vf_layers))
 
@@ -152,7 +160,8 @@ class RexlConfig:
         ``overrides`` (settings that are not the agent's, e.g. ``normalisation``)."""
         env, train = meta["env"], meta["train_config"]
         inference = {k: v for k, v in meta.get("inference", {}).items()
-                     if k in ("normalisation", "policy_weight", "num_rollouts", "horizon")}
+                     if k in ("normalisation", "policy_weight", "num_rollouts", "horizon",
+                              "episode_map")}
         return cls(**{**dict(grid=env["grid"], mode=env["mode"], substrate=env["substrate"],
                              mask_visited=env["mask_visited"],
                              num_class_planes=env["num_class_planes"], stage=env["stage"],
@@ -218,6 +227,19 @@ def trajectory_saliency(actions, scores, initial_score, *, grid: int, mode: str,
     return sal.reshape(grid, grid)
 
 
+def first_visit_saliency(actions, *, grid: int) -> jax.Array:
+    """``f32[k, k]``: ``1 - t_a / T`` for a patch first chosen at step ``t_a`` (0-based) of the
+    ``T`` actions ``i32[T]``, 0 for a patch never chosen.
+
+    The deletion metric then removes the patches in the order the agent chose them; unlike
+    :func:`trajectory_saliency` it ignores how much each step moved the score.
+    """
+    steps = actions.shape[0]
+    hits = actions[:, None] == jnp.arange(grid * grid)[None, :]  # [T, k²]
+    first = jnp.where(hits.any(axis=0), jnp.argmax(hits, axis=0), steps)
+    return (1.0 - first.astype(jnp.float32) / steps).reshape(grid, grid)
+
+
 def _separate(model_fn, features_fn, images):
     """``(model_fn(x), features_fn(x))``: two passes, when no fused function is given."""
     return model_fn(images), features_fn(images)
@@ -269,8 +291,11 @@ def _rexl(key, model_fn, features_fn, fused_fn, agent_params, image, target, mea
 
         _, (actions, scores, logits) = jax.lax.scan(_step, (state, first),
                                                     jnp.arange(config.steps))
-        sal = trajectory_saliency(actions, scores, p0, grid=k, mode=config.mode,
-                                  normalisation=config.normalisation)
+        if config.episode_map == "first_visit":
+            sal = first_visit_saliency(actions, grid=k)
+        else:
+            sal = trajectory_saliency(actions, scores, p0, grid=k, mode=config.mode,
+                                      normalisation=config.normalisation)
         return sal, _minmax(logits[0]).reshape(k, k)
 
     if config.num_rollouts == 1:

@@ -236,7 +236,7 @@ chosen on the validation split among 1 x 49, 2 x 39, 3 x 26, 4 x 19 and 6 x 13
 def rexl_method(ctx: ModelContext, *, mode: str = "deletion", agent_dir=None,
                 deterministic: bool | None = None, name: str | None = None,
                 variant: str | None = None, rollouts: tuple[int, int] | None = None,
-                policy_weight: float | None = None) -> Method:
+                policy_weight: float | None = None, episode_map: str | None = None) -> Method:
     """RExL with the agent trained for ``ctx``'s classifier (default: the packaged one).
 
     ``variant`` names the packaged agent (``"rexl"``, ``"rexl_masked"``, ``"rexl_insertion"``;
@@ -245,8 +245,9 @@ def rexl_method(ctx: ModelContext, *, mode: str = "deletion", agent_dir=None,
     to the end of the episode, see :mod:`saliency_jax._src.rexl`) and takes the argmax where each
     patch is visited once. Each step is one network pass (the classifier's trunk is the encoder:
     one fused pass gives the reward and the next state). ``rollouts = (R, T)`` averages R episodes
-    of T steps (``RexlConfig.num_rollouts`` / ``horizon``) and ``policy_weight`` sets the
-    first-step policy term; ``None`` keeps the agent's own ``agent.json`` setting.
+    of T steps (``RexlConfig.num_rollouts`` / ``horizon``), ``policy_weight`` sets the
+    first-step policy term and ``episode_map`` how an episode becomes a map; ``None`` keeps the
+    agent's own ``agent.json`` setting.
     Raises :class:`MethodUnavailableError` when the agent is missing or was trained for another
     classifier or image size (the message says how to train one).
     """
@@ -265,6 +266,8 @@ def rexl_method(ctx: ModelContext, *, mode: str = "deletion", agent_dir=None,
         config = dataclasses.replace(config, num_rollouts=rollouts[0], horizon=rollouts[1])
     if policy_weight is not None:
         config = dataclasses.replace(config, policy_weight=policy_weight)
+    if episode_map is not None:
+        config = dataclasses.replace(config, episode_map=episode_map)
     if deterministic is None:
         deterministic = config.mask_visited
 
@@ -290,7 +293,8 @@ def rexl_description(config, meta: dict, deterministic: bool, params) -> str:
             f"{meta['model']} sha256 {meta['classifier_sha256'][:12]}; agent sha256 "
             f"{agents.variables_digest(params)[:12]})" + rollouts
             + (f"; + first-step policy, weight {config.policy_weight:g}"
-               if config.policy_weight else ""))
+               if config.policy_weight else "")
+            + ("; first-visit order map" if config.episode_map == "first_visit" else ""))
 
 
 def _counted(run: Callable):
