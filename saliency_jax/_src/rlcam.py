@@ -11,7 +11,8 @@ look-ahead.
 
 Inference plays one episode from the empty mask: at each step the policy (a trained PPO
 actor-critic, argmax or sampled, masked to the valid actions) picks forward/reverse/stop; the
-episode ends on stop or after ``T`` steps (``lax.while_loop``: stopping early saves queries).
+episode ends on stop or after ``T`` steps (a ``lax.scan`` whose steps after the stop are
+skipped: stopping early saves queries, and the episode is differentiable in reverse mode).
 
 Outputs of one episode (:class:`RlcamResult`):
 
@@ -155,7 +156,7 @@ def _episode(key, model_fn, image, target, baseline, size_penalty, agent_params,
     state0 = env.initial_state(model_fn, image, baseline, target, grid=grid,
                                batch_size=batch_size)
 
-    def _policy(state, t):
+    def _policy(state, t, key, size_penalty, agent_params, deterministic):
         """The patch-indexed action (j, P + j or stop = 2P)."""
         if network is None:
             c = env.candidates(state, size_penalty, "patch")
@@ -168,21 +169,20 @@ def _episode(key, model_fn, image, target, baseline, size_penalty, agent_params,
         sampled = jax.random.categorical(jax.random.fold_in(key, t), logits)
         return c.patch_action[jnp.where(deterministic, jnp.argmax(logits), sampled)]
 
-    def _cond(carry):
-        state, stopped, _ = carry
-        return (~stopped) & (state.t < horizon)
-
-    def _body(carry):
+    def _body(carry, args):
         state, _, queries = carry
-        action = _policy(state, state.t)
+        key, model_fn, image, target, baseline, size_penalty, agent_params, deterministic = args
+        action = _policy(state, state.t, key, size_penalty, agent_params, deterministic)
         state, _ = env.apply_action(state, action, size_penalty)
         is_stop = action == stop
         state = batching.skip_cond(is_stop, lambda ops: ops[-1], lambda ops: look(*ops),
                                    (model_fn, image, baseline, target, state))
         return state, is_stop, queries + jnp.where(is_stop, 0, 2 * p)
 
-    state, _, queries = jax.lax.while_loop(
-        _cond, _body, (state0, jnp.zeros((), bool), jnp.asarray(2 + 2 * p, jnp.int32)))
+    state, _, queries = _run_until_stop(
+        _body, (state0, jnp.zeros((), bool), jnp.asarray(2 + 2 * p, jnp.int32)),
+        (key, model_fn, image, target, baseline, size_penalty, agent_params, deterministic),
+        horizon)
     credit = _credit(state, size_penalty, p).reshape(grid, grid)
     grid_mask = state.mask.reshape(grid, grid)
     return RlcamResult(
@@ -194,6 +194,18 @@ def _episode(key, model_fn, image, target, baseline, size_penalty, agent_params,
         steps=state.t,
         num_queries=queries,
     )
+
+
+def _run_until_stop(body, carry, args, horizon: int):
+    """``carry = body(carry, args)`` until the carry's ``stopped`` flag (``carry[1]``) is set,
+    at most ``horizon`` times: a ``lax.scan`` whose steps after the stop are skipped
+    (``skip_cond``: no queries), so the episode is differentiable in reverse mode too, unlike a
+    ``while_loop``. ``body`` closes over no traced value: ``args`` carries them."""
+    def step(carry, _):
+        return batching.skip_cond(carry[1], lambda ops: ops[0], lambda ops: body(*ops),
+                                  (carry, args)), None
+
+    return jax.lax.scan(step, carry, None, length=horizon)[0]
 
 
 @functools.partial(jax.jit, static_argnames=("grid", "horizon", "layers"))
@@ -210,24 +222,24 @@ def _episode_output(key, model_fn, image, target, baseline, size_penalty, agent_
         model_fn, image, baseline, mask = ops
         return model_fn(env.kept_image(image, baseline, mask, grid=grid)[None])[0]
 
-    def _cond(carry):
-        state, stopped, _ = carry
-        return (~stopped) & (state.t < horizon)
-
-    def _body(carry):
+    def _body(carry, args):
         state, _, queries = carry
+        key, model_fn, image, target, baseline, size_penalty, agent_params, deterministic = args
         obs = env.output_observation(state, target, horizon)
         logits, _ = network.apply(agent_params, obs, env.output_action_mask(state))
         sampled = jax.random.categorical(jax.random.fold_in(key, state.t), logits)
         action = jnp.where(deterministic, jnp.argmax(logits), sampled).astype(jnp.int32)
         changes, mask = env.output_toggle(state, action)
-        probs = batching.skip_cond(~changes, lambda ops: jnp.zeros_like(state.probs), _query,
-                                   (model_fn, image, baseline, mask))
+        zeros = jax.ShapeDtypeStruct(state.probs.shape, state.probs.dtype)  # static
+        probs = batching.skip_cond(~changes, lambda ops: jnp.zeros(zeros.shape, zeros.dtype),
+                                   _query, (model_fn, image, baseline, mask))
         state, _ = env.output_apply(state, action, probs, target, size_penalty)
         return state, action == stop, queries + changes.astype(jnp.int32)
 
-    state, _, queries = jax.lax.while_loop(
-        _cond, _body, (state0, jnp.zeros((), bool), jnp.ones((), jnp.int32)))
+    state, _, queries = _run_until_stop(
+        _body, (state0, jnp.zeros((), bool), jnp.ones((), jnp.int32)),
+        (key, model_fn, image, target, baseline, size_penalty, agent_params, deterministic),
+        horizon)
     grid_mask = state.mask.reshape(grid, grid)
     # the final mask's cells above all others; inside and outside, by the p_c change observed
     credit = jnp.where(state.mask, 2.0 + state.credit, state.credit).reshape(grid, grid)
