@@ -230,6 +230,53 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def table_section(lines, name: str = "real_stamps") -> None:
+    """The section of ``benchmarks/README.md`` (and, once complete, the README's) from
+    ``results/<name>.json``."""
+    path = common.RESULTS / f"{name}.json"
+    if not path.exists():
+        return
+    d = json.loads(path.read_text())
+    s = d["summary"]
+    n, total = s["num_images"], d.get("num_images_planned", 120)
+    acc = s["top1_accuracy"]
+    rank = s["ranking"]
+    names = lambda order, sep: sep.join(LABELS[m].split(",")[0] for m in order)  # noqa: E731
+    anytime = s["anytime"]
+    diff = anytime["auc_minus_rise_4000"]
+    env = d["environment"]
+    lines += [
+        "## RISE's Table 1 protocol on real photos (`bench_real.py`)", "",
+        d["what"] + ("" if d["complete"] else
+                     f" **Partial: {n} of {total} images so far** (the run resumes from "
+                     f"`results/{name}.rows.jsonl`)") + ".", "",
+        d["table_md"], "",
+        f"Top-1 accuracy of the model on these images: {_fmt_pct(acc)}. Ranking by deletion "
+        f"(lower is better): ours {names(rank['deletion_ours'], ' < ')}; the paper's "
+        f"{names(rank['deletion_paper'], ' < ')}. By insertion (higher is better): ours "
+        f"{names(rank['insertion_ours'], ' > ')}; the paper's "
+        f"{names(rank['insertion_paper'], ' > ')}. "
+        f"Anytime RISE used {anytime['masks_mean']:.0f} masks on average (median "
+        f"{anytime['masks_median']:.0f}, range {anytime['masks_range'][0]}-"
+        f"{anytime['masks_range'][1]}), {anytime['fewer_than_4000']:.1f}x fewer than N = 4000, "
+        f"with AUC differences against it (paired) of {_fmt_diff(diff['deletion'])} (deletion) "
+        f"and {_fmt_diff(diff['insertion'])} (insertion). Intervals: 95 % bootstrap over images.",
+        "",
+        f"Measured on {env['device_kind']}, {env['cpu_count']} cores, jax "
+        f"{env['versions']['jax']}; load average per image is in the rows (the s / image are "
+        f"medians under that load). Command: `{d['command']}`.", ""]
+
+
+def _fmt_pct(ci: dict) -> str:
+    lo, hi = ci["ci95"]
+    return f"{100 * ci['mean']:.1f} % [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def _fmt_diff(ci: dict) -> str:
+    lo, hi = ci["ci95"]
+    return f"{ci['mean']:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folder", type=pathlib.Path, default=None,
@@ -301,11 +348,13 @@ def main(argv=None) -> int:
                  f"insertion (blur) at step {STEP}; {len(done)} of {args.num_images} images of "
                  "Tux Paint's photographic stamps (benchmarks/stamps_imagenet.py, GPL-2)"),
         "complete": len(done) >= args.num_images,
+        "num_images_planned": args.num_images,
         "summary": summary,
         "table_md": table,
         "paper_resnet50": PAPER,
         "environment": common.environment(),
-        "command": " ".join(["python", *sys.argv]),
+        "command": ("python benchmarks/bench_real.py" if args.table_only
+                    else " ".join(["python", *sys.argv])),
     }
     print(f"wrote {common.write_result(args.name, payload)}")
     return 0

@@ -322,6 +322,9 @@ def readme_results():
                      "How do the methods compare? Synthetic benchmark, packaged resnet_small")
     evaluate_section(block, "evaluate_photos",
                      "On real photos: the bundled photos, EfficientNet-Lite0")
+    real = _load("real_stamps")
+    if real is not None and real.get("complete"):  # partial runs stay in benchmarks/README.md
+        _script_section("bench_real")(block)
     importlib.import_module("benchmarks.bench_peers").timing_section(block)
     _script_section("bench_metrics_peers")(block)
     body = "\n".join(line.replace("## ", "### ", 1) if line.startswith("## ") else line
@@ -341,6 +344,7 @@ def main():
     classifiers_section(lines)
     evaluate_section(lines, "evaluate_shapes", "The main job on the synthetic benchmark")
     evaluate_section(lines, "evaluate_photos", "The main job on the bundled photos")
+    _script_section("bench_real")(lines)
     scale_section(lines)
     scale_section(lines, "scale_processes", "The main job at scale, 1 vs 2 processes in one run")
     scale_section(lines, "scale_tiny", "The main job at scale, a dispatch-bound model")

@@ -186,3 +186,28 @@ def test_evaluate_records_each_images_own_mask_count(tmp_path):
                                           image, target)
         assert records[(i, "rise_anytime")]["queries"] == int(used)
     assert "rise_anytime" in summary
+
+
+def test_the_table_section_says_when_the_run_is_partial(tmp_path, monkeypatch):
+    from benchmarks import common
+
+    rows = [_row(i, 5, 5, {"rise": (0.1, 0.7, 4000), "rise_8000": (0.1, 0.7, 8000),
+                           "rise_anytime": (0.1, 0.7, 750), "gradcam": (0.2, 0.6, 1),
+                           "occlusion": (0.3, 0.5, 442), "lime": (0.15, 0.65, 1000),
+                           "random": (0.4, 0.3, 0)}) for i in range(3)]
+    summary = bench_real.summarize(rows, {})
+    payload = {"what": "w", "complete": False, "num_images_planned": 120, "summary": summary,
+               "table_md": bench_real.markdown(summary), "command": "c",
+               "environment": {"device_kind": "cpu", "cpu_count": 2,
+                               "versions": {"jax": "x"}}}
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    (tmp_path / "real_stamps.json").write_text(json.dumps(payload))
+    lines = []
+    bench_real.table_section(lines)
+    text = "\n".join(lines)
+    assert "**Partial: 3 of 120 images so far**" in text
+    assert "ours RISE < LIME < Grad-CAM < sliding window 64/8" in text
+    assert "ours RISE > LIME > Grad-CAM > sliding window 64/8" in text
+    assert "5.3x fewer than N = 4000" in text
+    bench_real.table_section(lines := [], name="missing")
+    assert lines == []
