@@ -286,7 +286,42 @@ def table_section(lines: list[str]) -> None:
             d = json.loads(path.read_text())
             if "target" in d:  # the format since issue 18
                 _result_table(lines, d)
+    _selection_table(lines)
     _curves_table(lines)
+
+
+SELECTIONS = ("rexl_select_900", "rexl_select_first_visit", "rexl_select_wide",
+              "rexl_select_wide1000")
+"""The candidates tried against the packaged resnet_small agent on the validation split, in the
+order they were tried (issues 18 and 29)."""
+
+
+def _selection_table(lines: list[str]) -> None:
+    found = [(n, json.loads((common.RESULTS / f"{n}.json").read_text())) for n in SELECTIONS
+             if (common.RESULTS / f"{n}.json").exists()]
+    if not found:
+        return
+    lines += ["## RExL candidates on the validation split", "",
+              "Each candidate against the packaged agent (`rexl`: one sampled episode; "
+              "`rexl_rollouts`: 4 × 19) on the same validation images, before any test figure; "
+              "a candidate replaces the packaged agent only with a lower 4 × 19 deletion AUC and "
+              "an insertion AUC within 1 %. The packaged agent's rows are shown once (the same "
+              "128 images in every file). AUC means ± 1.96 s.e.", "",
+              "| results file | method | what | queries | deletion ↓ | insertion ↑ |",
+              "|---|---|---|---|---|---|"]
+    shown = set()
+    for name, d in found:
+        for r in d["results"]:
+            if (r["method"], r["description"], d["num_images"]) in shown:
+                continue  # the packaged agent's rows, the same images: once
+            shown.add((r["method"], r["description"], d["num_images"]))
+            what = r["description"].split(";")[0].replace("RExL (", "")
+            extra = [part.strip() for part in r["description"].split(";")[1:]
+                     if "rollout" in part or "first-visit" in part]
+            lines.append(f"| {name}.json ({d['num_images']} images) | {r['method']} | "
+                         f"{'; '.join([what, *extra])} | {r['queries']} | "
+                         f"{_fmt(r['deletion'])} | {_fmt(r['insertion'])} |")
+    lines.append("")
 
 
 def _result_table(lines: list[str], d: dict) -> None:
