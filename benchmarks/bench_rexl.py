@@ -291,7 +291,7 @@ def table_section(lines: list[str]) -> None:
 
 
 SELECTIONS = ("rexl_select_900", "rexl_select_first_visit", "rexl_select_wide",
-              "rexl_select_wide1000")
+              "rexl_select_wide1000", "rexl_select_wide1000_rollouts")
 """The candidates tried against the packaged resnet_small agent on the validation split, in the
 order they were tried (issues 18 and 29)."""
 
