@@ -52,8 +52,6 @@ PAPER = {  # RISE (Petsiuk et al. 2018) Table 1, ResNet50: (deletion, insertion)
     "gradcam": (0.1232, 0.6766),
     "occlusion": (0.1421, 0.6618),
 }
-PAPER_NAMES = {"rise": "RISE", "lime": "LIME", "gradcam": "Grad-CAM",
-               "occlusion": "sliding window"}
 DRAWS = 2000
 
 

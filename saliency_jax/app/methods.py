@@ -101,11 +101,15 @@ def _random_map(key, model_fn, image, target):
     return jax.random.uniform(key, image.shape[:2])
 
 
-def _rise(ctx: ModelContext, num_masks: int | None) -> Method:
+def _check_num_masks(num_masks) -> None:
     if num_masks is not None and (isinstance(num_masks, bool) or not isinstance(num_masks, int)
                                   or num_masks < 1):
         raise ValueError(f"num_masks must be None (default 4000) or an integer >= 1, "
                          f"got {num_masks!r}")
+
+
+def _rise(ctx: ModelContext, num_masks: int | None) -> Method:
+    _check_num_masks(num_masks)
     config = RiseConfig(num_masks=4000 if num_masks is None else num_masks, grid=7, p_keep=0.5)
 
     def explain(key, model_fn, image, target):
@@ -118,10 +122,7 @@ def _rise(ctx: ModelContext, num_masks: int | None) -> Method:
 
 def _rise_anytime(ctx: ModelContext, num_masks: int | None) -> Method:
     """Anytime RISE: the library's defaults, ``num_masks`` its most masks (default 4000)."""
-    if num_masks is not None and (isinstance(num_masks, bool) or not isinstance(num_masks, int)
-                                  or num_masks < 1):
-        raise ValueError(f"num_masks must be None (default 4000) or an integer >= 1, "
-                         f"got {num_masks!r}")
+    _check_num_masks(num_masks)
     config = RiseAnytimeConfig() if num_masks is None else RiseAnytimeConfig(
         max_masks=num_masks, check_every=min(num_masks, RiseAnytimeConfig.check_every),
         min_masks=min(num_masks, RiseAnytimeConfig.min_masks))
