@@ -246,7 +246,7 @@ def table_section(lines, name: str = "real_stamps") -> None:
     lines += [
         "## RISE's Table 1 protocol on real photos (`bench_real.py`)", "",
         d["what"] + ("" if d["complete"] else
-                     f" **Partial: {n} of {total} images so far** (the run resumes from "
+                     f". **Partial: {n} of {total} images so far** (the run resumes from "
                      f"`results/{name}.rows.jsonl`)") + ".", "",
         d["table_md"], "",
         f"Top-1 accuracy of the model on these images: {_fmt_pct(acc)}. Ranking by deletion "
