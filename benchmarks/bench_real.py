@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import os
 import pathlib
@@ -83,7 +84,6 @@ def read_rows(path: pathlib.Path) -> dict[int, dict]:
 
 def _explainers(ctx):
     """name -> (explain(key, model_fn, image, target) -> (map, queries), the app's Method)."""
-    import jax
     import jax.numpy as jnp
 
     from saliency_jax.app import methods
@@ -195,6 +195,16 @@ def summarize(rows: list[dict], descriptions: dict) -> dict:
     paper_ins = sorted(compared, key=lambda n: -PAPER[paper_key[n]][1])
     out["ranking"] = {"deletion_ours": ours_del, "deletion_paper": paper_del,
                       "insertion_ours": ours_ins, "insertion_paper": paper_ins}
+    # Each step of our ranking as a paired difference (the worse minus the better neighbour's
+    # deletion; the better minus the worse's insertion): a step whose interval holds 0 is a tie.
+    per = {m: {n: np.array([r["methods"][n][m] for r in rows]) for n in compared}
+           for m in ("deletion", "insertion")}
+    out["ranking_steps"] = {
+        "deletion": [{"pair": [a, b], "diff": _mean_ci(per["deletion"][b] - per["deletion"][a])}
+                     for a, b in itertools.pairwise(ours_del)],
+        "insertion": [{"pair": [a, b],
+                       "diff": _mean_ci(per["insertion"][a] - per["insertion"][b])}
+                      for a, b in itertools.pairwise(ours_ins)]}
     any_q = np.array([r["methods"]["rise_anytime"]["queries"] for r in rows], np.float64)
     diff = {m: _mean_ci([r["methods"]["rise_anytime"][m] - r["methods"]["rise"][m]
                          for r in rows]) for m in ("deletion", "insertion")}
@@ -239,7 +249,8 @@ def table_section(lines, name: str = "real_stamps") -> None:
     n, total = s["num_images"], d.get("num_images_planned", 120)
     acc = s["top1_accuracy"]
     rank = s["ranking"]
-    names = lambda order, sep: sep.join(LABELS[m].split(",")[0] for m in order)  # noqa: E731
+    names = lambda order, sep: sep.join(_short(m) for m in order)  # noqa: E731
+    steps = s.get("ranking_steps", {})
     anytime = s["anytime"]
     diff = anytime["auc_minus_rise_4000"]
     env = d["environment"]
@@ -250,10 +261,11 @@ def table_section(lines, name: str = "real_stamps") -> None:
                      f"`results/{name}.rows.jsonl`)") + ".", "",
         d["table_md"], "",
         f"Top-1 accuracy of the model on these images: {_fmt_pct(acc)}. Ranking by deletion "
-        f"(lower is better): ours {names(rank['deletion_ours'], ' < ')}; the paper's "
-        f"{names(rank['deletion_paper'], ' < ')}. By insertion (higher is better): ours "
-        f"{names(rank['insertion_ours'], ' > ')}; the paper's "
+        f"(lower is better): ours {_ranked(rank['deletion_ours'], steps.get('deletion'), '<')}; "
+        f"the paper's {names(rank['deletion_paper'], ' < ')}. By insertion (higher is better): "
+        f"ours {_ranked(rank['insertion_ours'], steps.get('insertion'), '>')}; the paper's "
         f"{names(rank['insertion_paper'], ' > ')}. "
+        + _steps_sentence(steps) +
         f"Anytime RISE used {anytime['masks_mean']:.0f} masks on average (median "
         f"{anytime['masks_median']:.0f}, range {anytime['masks_range'][0]}-"
         f"{anytime['masks_range'][1]}), {anytime['fewer_than_4000']:.1f}x fewer than N = 4000, "
@@ -263,6 +275,33 @@ def table_section(lines, name: str = "real_stamps") -> None:
         f"Measured on {env['device_kind']}, {env['cpu_count']} cores, jax "
         f"{env['versions']['jax']}; load average per image is in the rows (the s / image are "
         f"medians under that load). Command: `{d['command']}`.", ""]
+
+
+def _short(name: str) -> str:
+    return LABELS[name].split(",")[0]
+
+
+def _ranked(order: list, steps: list | None, sep: str) -> str:
+    """``A < B ≈ C < D``: ``≈`` where the paired interval of the step holds 0."""
+    text = _short(order[0])
+    for i, name in enumerate(order[1:]):
+        tie = steps is not None and steps[i]["diff"]["ci95"][0] <= 0.0
+        text += f" {'≈' if tie else sep} {_short(name)}"
+    return text
+
+
+def _steps_sentence(steps: dict) -> str:
+    """Each step as a paired difference, positive where the ranking holds."""
+    if not steps:
+        return ""
+    parts = []
+    for metric in ("deletion", "insertion"):
+        for step in steps[metric]:
+            better, worse = step["pair"]
+            first, second = (worse, better) if metric == "deletion" else (better, worse)
+            parts.append(f"{metric} {_short(first)} − {_short(second)} "
+                         f"{_fmt_diff(step['diff'])}")
+    return "Paired steps of our ranking (≈: the interval holds 0): " + "; ".join(parts) + ". "
 
 
 def _fmt_pct(ci: dict) -> str:

@@ -13,13 +13,13 @@ from PIL import Image
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from saliency_jax.models import imagenet_labels  # noqa: E402
+
+import saliency_jax as sj  # noqa: E402
 from benchmarks import bench_real, stamps_imagenet  # noqa: E402
 from saliency_jax import data, testing  # noqa: E402
 from saliency_jax.app import evaluate as ev  # noqa: E402
 from saliency_jax.app import methods  # noqa: E402
-from saliency_jax.models import imagenet_labels  # noqa: E402
-
-import saliency_jax as sj  # noqa: E402
 
 
 def test_every_label_is_the_class_it_names():
@@ -126,6 +126,31 @@ def test_summary_means_ranking_and_anytime_savings():
     assert anytime["auc_minus_rise_4000"]["insertion"]["mean"] == pytest.approx(-0.02)
     assert summary["methods"]["rise"]["seconds_median"] == 2.0  # the first image left out
     assert "| RISE, N = 8000 | 0.1300" in bench_real.markdown(summary)
+
+
+def test_a_ranking_step_whose_paired_interval_holds_zero_is_a_tie():
+    # lime is 0.002 behind gradcam on average but ±0.02 either way per image: a tie; the other
+    # steps are 0.05 apart on every image: resolved.
+    rows = []
+    for i in range(20):
+        e = 0.01 if i % 2 else -0.01
+        rows.append(_row(i, 5, 5, {
+            "rise": (0.1, 0.7, 4000), "rise_8000": (0.1, 0.7, 8000),
+            "rise_anytime": (0.1, 0.7, 500), "gradcam": (0.15 + e, 0.6, 1),
+            "occlusion": (0.25, 0.5, 442), "lime": (0.152 - e, 0.6 - 0.05, 1000),
+            "random": (0.4, 0.3, 0)}))
+    summary = bench_real.summarize(rows, {})
+    steps = summary["ranking_steps"]
+    assert [s["pair"] for s in steps["deletion"]] == [
+        ["rise_8000", "gradcam"], ["gradcam", "lime"], ["lime", "occlusion"]]
+    assert steps["deletion"][0]["diff"]["mean"] == pytest.approx(0.05)
+    lo, hi = steps["deletion"][1]["diff"]["ci95"]
+    assert lo < 0 < hi
+    assert steps["insertion"][1]["diff"]["mean"] == pytest.approx(0.05)  # gradcam − lime
+    assert bench_real._ranked(summary["ranking"]["deletion_ours"], steps["deletion"], "<") == \
+        "RISE < Grad-CAM ≈ LIME < sliding window 64/8"
+    assert bench_real._ranked(summary["ranking"]["insertion_ours"], steps["insertion"], ">") == \
+        "RISE > Grad-CAM > LIME > sliding window 64/8"
 
 
 def test_rows_resume_past_a_torn_line(tmp_path):
