@@ -249,8 +249,7 @@ def table_section(lines, name: str = "real_stamps") -> None:
     n, total = s["num_images"], d.get("num_images_planned", 120)
     acc = s["top1_accuracy"]
     rank = s["ranking"]
-    names = lambda order, sep: sep.join(_short(m) for m in order)  # noqa: E731
-    steps = s.get("ranking_steps", {})
+    steps = s["ranking_steps"]
     anytime = s["anytime"]
     diff = anytime["auc_minus_rise_4000"]
     env = d["environment"]
@@ -261,10 +260,10 @@ def table_section(lines, name: str = "real_stamps") -> None:
                      f"`results/{name}.rows.jsonl`)") + ".", "",
         d["table_md"], "",
         f"Top-1 accuracy of the model on these images: {_fmt_pct(acc)}. Ranking by deletion "
-        f"(lower is better): ours {_ranked(rank['deletion_ours'], steps.get('deletion'), '<')}; "
-        f"the paper's {names(rank['deletion_paper'], ' < ')}. By insertion (higher is better): "
-        f"ours {_ranked(rank['insertion_ours'], steps.get('insertion'), '>')}; the paper's "
-        f"{names(rank['insertion_paper'], ' > ')}. "
+        f"(lower is better): ours {_ranked(rank['deletion_ours'], steps['deletion'], '<')}; "
+        f"the paper's {_ranked(rank['deletion_paper'], None, '<')}. By insertion (higher is "
+        f"better): ours {_ranked(rank['insertion_ours'], steps['insertion'], '>')}; the paper's "
+        f"{_ranked(rank['insertion_paper'], None, '>')}. "
         + _steps_sentence(steps) +
         f"Anytime RISE used {anytime['masks_mean']:.0f} masks on average (median "
         f"{anytime['masks_median']:.0f}, range {anytime['masks_range'][0]}-"
@@ -282,7 +281,8 @@ def _short(name: str) -> str:
 
 
 def _ranked(order: list, steps: list | None, sep: str) -> str:
-    """``A < B ≈ C < D``: ``≈`` where the paired interval of the step holds 0."""
+    """``A < B ≈ C < D``: ``≈`` where the paired interval of the step holds 0 (no steps: the
+    order as given)."""
     text = _short(order[0])
     for i, name in enumerate(order[1:]):
         tie = steps is not None and steps[i]["diff"]["ci95"][0] <= 0.0
@@ -292,8 +292,6 @@ def _ranked(order: list, steps: list | None, sep: str) -> str:
 
 def _steps_sentence(steps: dict) -> str:
     """Each step as a paired difference, positive where the ranking holds."""
-    if not steps:
-        return ""
     parts = []
     for metric in ("deletion", "insertion"):
         for step in steps[metric]:
