@@ -6,6 +6,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import jax
@@ -358,3 +359,32 @@ def test_sigint_to_a_real_train_classifier_keeps_the_checkpoint(tmp_path):
     step = max(int(p.name) for p in state.iterdir() if p.name.isdigit())
     assert last == (f"saliency-jax train-classifier: interrupted; the checkpoint at step {step} "
                     f"is kept in {state}; run the same command again to resume from it")
+
+
+def _swallow_one_sigint_then_wait(seconds):
+    """SIGINT arrives while a frame that drops exceptions runs (as a gc callback does), then
+    the command goes on."""
+    try:
+        signal.raise_signal(signal.SIGINT)
+        time.sleep(seconds)
+    except KeyboardInterrupt:
+        pass
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_a_swallowed_ctrl_c_is_raised_again_and_the_handler_restored():
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threads, start = threading.active_count(), time.monotonic()
+        with pytest.raises(KeyboardInterrupt), cli._insistent_sigint(retry=0.1):
+            _swallow_one_sigint_then_wait(20.0)
+        assert time.monotonic() - start < 10.0
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert threading.active_count() == threads  # the repeater has ended
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job: left as it is
+        with cli._insistent_sigint(retry=0.1):
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -9,13 +9,17 @@ parser, naming the option; Ctrl-C ends with one line saying what was kept and ho
 
 from __future__ import annotations
 
+import _thread
 import argparse
+import contextlib
 import importlib
 import json
 import os
 import pathlib
 import re
+import signal
 import sys
+import threading
 
 # Kept here (not imported from saliency_jax.app.methods / models / data) so that --help and
 # argument errors import no JAX; tests/test_cli.py checks them against the registries.
@@ -814,6 +818,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _insistent_sigint(retry: float = 1.0):
+    """Ctrl-C that is not lost. Python raises ``KeyboardInterrupt`` in whatever frame runs when
+    SIGINT arrives; in a garbage-collector callback or a ``__del__`` it is printed as "Exception
+    ignored" and dropped (seen in CI: jax's ``_xla_gc_callback``), and the command ran on to its
+    end. After the first SIGINT the interrupt is raised again every ``retry`` seconds until it
+    leaves this block. Left alone where SIGINT is not Python's default (ignored in a background
+    job, or a handler of the caller's) or off the main thread."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    done = threading.Event()
+
+    def repeat():
+        while not done.wait(retry):
+            _thread.interrupt_main()
+
+    repeater = threading.Thread(target=repeat, daemon=True)
+
+    def handler(signum, frame):
+        if done.is_set():  # a repeat that was on its way as the block ended
+            return
+        if repeater.ident is None:
+            repeater.start()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        done.set()
+        if repeater.ident is not None:
+            repeater.join()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     try:
@@ -823,7 +864,8 @@ def main(argv=None) -> int:
     args.interrupted = None
     try:
         _split_cpu(args.cpu_devices)
-        return _resolve(args.func)(args)
+        with _insistent_sigint():
+            return _resolve(args.func)(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"saliency-jax {args.command}: error: {err}", file=sys.stderr)
         return 2
