@@ -374,6 +374,18 @@ def _swallow_one_sigint_then_wait(seconds):
         time.sleep(0.01)
 
 
+def _interrupt_then_clean_up(cleaned):
+    """SIGINT raised, then a ``finally`` that needs 5 repeat periods to keep what was done."""
+    try:
+        signal.raise_signal(signal.SIGINT)
+        time.sleep(20.0)
+    finally:
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+        cleaned.append(True)
+
+
 def test_a_swallowed_ctrl_c_is_raised_again_and_the_handler_restored():
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
@@ -383,6 +395,10 @@ def test_a_swallowed_ctrl_c_is_raised_again_and_the_handler_restored():
         assert time.monotonic() - start < 10.0
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
         assert threading.active_count() == threads  # the repeater has ended
+        cleaned = []
+        with pytest.raises(KeyboardInterrupt), cli._insistent_sigint(retry=0.1):
+            _interrupt_then_clean_up(cleaned)
+        assert cleaned == [True]  # no repeat landed in the clean-up
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job: left as it is
         with cli._insistent_sigint(retry=0.1):
             assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN

@@ -824,8 +824,10 @@ def _insistent_sigint(retry: float = 1.0):
     SIGINT arrives; in a garbage-collector callback or a ``__del__`` it is printed as "Exception
     ignored" and dropped (seen in CI: jax's ``_xla_gc_callback``), and the command ran on to its
     end. After the first SIGINT the interrupt is raised again every ``retry`` seconds until it
-    leaves this block. Left alone where SIGINT is not Python's default (ignored in a background
-    job, or a handler of the caller's) or off the main thread."""
+    leaves this block, but never into the clean-up of one already raised (a second Ctrl-C
+    there is ignored too: the clean-up keeps what was done). Left alone where SIGINT is not
+    Python's default (ignored in a background job, or a handler of the caller's) or off the
+    main thread."""
     if (threading.current_thread() is not threading.main_thread()
             or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
         yield
@@ -839,7 +841,9 @@ def _insistent_sigint(retry: float = 1.0):
     repeater = threading.Thread(target=repeat, daemon=True)
 
     def handler(signum, frame):
-        if done.is_set():  # a repeat that was on its way as the block ended
+        # A repeat that was on its way as the block ended, or one that comes while an interrupt
+        # is already on its way out (through ``finally`` blocks that keep what was done): no-op.
+        if done.is_set() or isinstance(sys.exc_info()[1], KeyboardInterrupt):
             return
         if repeater.ident is None:
             repeater.start()
